@@ -1,0 +1,1 @@
+"""Pure `jax.numpy` operators for detection and segmentation (no parameters, no Flax)."""

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Creates .venv beside this repo (once) and installs jaxseg with the extras named in $1.
+# Usage: scripts/setup_venv.sh [EXTRAS]      e.g. scripts/setup_venv.sh test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+  .venv/bin/python -m pip install --quiet --upgrade pip
+fi
+spec="."
+[ -n "$extras" ] && spec=".[$extras]"
+# A stamp keeps a second run from re-resolving when nothing changed.
+stamp=".venv/.installed-$(echo "$extras" | tr -c 'a-z0-9' _)$(sha1sum pyproject.toml | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
+  touch "$stamp"
+fi
