@@ -1,1 +1,48 @@
-"""Pure `jax.numpy` operators for detection and segmentation (no parameters, no Flax)."""
+"""Pure `jax.numpy` operators for detection and segmentation (no parameters, no Flax).
+
+Each op takes one image; lift it over a batch with `jax.vmap`. All work under `jax.jit`,
+`jax.vmap` and `jax.grad`, and give the same numbers as their `torchvision.ops` namesakes.
+"""
+
+from jaxseg.ops.anchors import cell_anchors, generate_anchors, level_anchors
+from jaxseg.ops.boxes import (
+    BBOX_XFORM_CLIP,
+    BoxCoder,
+    box_area,
+    box_cxcywh_to_xyxy,
+    box_iou,
+    box_xyxy_to_cxcywh,
+    clip_boxes,
+    decode_boxes,
+    encode_boxes,
+    small_boxes_mask,
+)
+from jaxseg.ops.masks import paste_masks_in_image, roi_mask_targets
+from jaxseg.ops.nms import batched_nms, nms
+from jaxseg.ops.roi_align import fpn_levels, multiscale_roi_align, roi_align
+from jaxseg.ops.roi_pool import multiscale_roi_pool, roi_pool
+
+__all__ = [
+    "BBOX_XFORM_CLIP",
+    "BoxCoder",
+    "batched_nms",
+    "box_area",
+    "box_cxcywh_to_xyxy",
+    "box_iou",
+    "box_xyxy_to_cxcywh",
+    "cell_anchors",
+    "clip_boxes",
+    "decode_boxes",
+    "encode_boxes",
+    "fpn_levels",
+    "generate_anchors",
+    "level_anchors",
+    "multiscale_roi_align",
+    "multiscale_roi_pool",
+    "nms",
+    "paste_masks_in_image",
+    "roi_align",
+    "roi_mask_targets",
+    "roi_pool",
+    "small_boxes_mask",
+]

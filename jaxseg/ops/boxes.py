@@ -1,0 +1,175 @@
+"""Box arithmetic: areas, IoU, clipping, format conversions and the box coder.
+
+Boxes are `(x1, y1, x2, y2)` in absolute pixels of the network input, as in torchvision;
+a box's width is `x2 - x1` (no `+ 1`).
+"""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+# torchvision's clamp on decoded log-sizes: no box grows more than 1000/16 times its anchor.
+BBOX_XFORM_CLIP = math.log(1000.0 / 16)
+
+
+def check_boxes(boxes: jax.Array, name: str = "boxes") -> None:
+    """Raises ValueError unless `boxes` has shape [..., 4]."""
+    if boxes.ndim < 1 or boxes.shape[-1] != 4:
+        raise ValueError(f"{name} must have shape [..., 4] (x1, y1, x2, y2), got {boxes.shape}")
+
+
+def box_area(boxes: ArrayLike) -> jax.Array:
+    """Returns the areas [...] of boxes [..., 4] xyxy."""
+    boxes = jnp.asarray(boxes)
+    check_boxes(boxes)
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def box_iou(boxes1: ArrayLike, boxes2: ArrayLike) -> jax.Array:
+    """Returns the pairwise IoU [N, M] of boxes1 [N, 4] and boxes2 [M, 4] (xyxy).
+
+    Same numbers as `torchvision.ops.box_iou`; a pair of empty boxes has IoU 0, not NaN.
+    """
+    boxes1, boxes2 = jnp.asarray(boxes1), jnp.asarray(boxes2)
+    for name, b in (("boxes1", boxes1), ("boxes2", boxes2)):
+        if b.ndim != 2:
+            raise ValueError(f"{name} must have shape [N, 4], got {b.shape}")
+        check_boxes(b, name)
+    area1, area2 = box_area(boxes1), box_area(boxes2)
+    top_left = jnp.maximum(boxes1[:, None, :2], boxes2[None, :, :2])  # [N, M, 2]
+    bottom_right = jnp.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])  # [N, M, 2]
+    wh = jnp.clip(bottom_right - top_left, min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area1[:, None] + area2[None, :] - inter
+    return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1), 0.0)
+
+
+def clip_boxes(boxes: ArrayLike, image_size: tuple[int, int]) -> jax.Array:
+    """Returns boxes [..., 4] clipped to an image of `image_size = (height, width)`."""
+    boxes = jnp.asarray(boxes)
+    check_boxes(boxes)
+    height, width = image_size
+    x = jnp.clip(boxes[..., 0::2], 0, width)
+    y = jnp.clip(boxes[..., 1::2], 0, height)
+    return jnp.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], axis=-1)
+
+
+def small_boxes_mask(boxes: ArrayLike, min_size: float) -> jax.Array:
+    """Returns a bool mask [...] of boxes whose width and height are both >= `min_size`.
+
+    The fixed-shape counterpart of `torchvision.ops.remove_small_boxes`.
+    """
+    boxes = jnp.asarray(boxes)
+    check_boxes(boxes)
+    widths = boxes[..., 2] - boxes[..., 0]
+    heights = boxes[..., 3] - boxes[..., 1]
+    return (widths >= min_size) & (heights >= min_size)
+
+
+def box_xyxy_to_cxcywh(boxes: ArrayLike) -> jax.Array:
+    """Returns boxes [..., 4] as (center x, center y, width, height)."""
+    boxes = jnp.asarray(boxes)
+    check_boxes(boxes)
+    x1, y1, x2, y2 = jnp.moveaxis(boxes, -1, 0)
+    return jnp.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], axis=-1)
+
+
+def box_cxcywh_to_xyxy(boxes: ArrayLike) -> jax.Array:
+    """Returns boxes [..., 4] given as (center x, center y, width, height) in xyxy."""
+    boxes = jnp.asarray(boxes)
+    check_boxes(boxes)
+    cx, cy, w, h = jnp.moveaxis(boxes, -1, 0)
+    return jnp.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=-1)
+
+
+def encode_boxes(
+    boxes: ArrayLike,
+    reference_boxes: ArrayLike,
+    *,
+    weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
+) -> jax.Array:
+    """Returns deltas [..., 4] (dx, dy, dw, dh) that turn `reference_boxes` into `boxes`.
+
+    Args:
+      boxes: [..., 4] xyxy, the targets (for example matched ground truth).
+      reference_boxes: [..., 4] xyxy, anchors or proposals.
+      weights: (wx, wy, ww, wh) multipliers, e.g. (10, 10, 5, 5) for the RoI heads.
+
+    Same numbers as torchvision's `BoxCoder.encode_single`.
+    """
+    boxes, reference_boxes = jnp.asarray(boxes), jnp.asarray(reference_boxes)
+    check_boxes(boxes)
+    check_boxes(reference_boxes, "reference_boxes")
+    wx, wy, ww, wh = weights
+    ref_w = reference_boxes[..., 2] - reference_boxes[..., 0]
+    ref_h = reference_boxes[..., 3] - reference_boxes[..., 1]
+    ref_cx = reference_boxes[..., 0] + 0.5 * ref_w
+    ref_cy = reference_boxes[..., 1] + 0.5 * ref_h
+    w = boxes[..., 2] - boxes[..., 0]
+    h = boxes[..., 3] - boxes[..., 1]
+    cx = boxes[..., 0] + 0.5 * w
+    cy = boxes[..., 1] + 0.5 * h
+    return jnp.stack(
+        [
+            wx * (cx - ref_cx) / ref_w,
+            wy * (cy - ref_cy) / ref_h,
+            ww * jnp.log(w / ref_w),
+            wh * jnp.log(h / ref_h),
+        ],
+        axis=-1,
+    )
+
+
+def decode_boxes(
+    deltas: ArrayLike,
+    reference_boxes: ArrayLike,
+    *,
+    weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
+    clip: float = BBOX_XFORM_CLIP,
+) -> jax.Array:
+    """Returns boxes [..., 4] xyxy obtained by applying `deltas` to `reference_boxes`.
+
+    Args:
+      deltas: [..., 4] (dx, dy, dw, dh), as produced by `encode_boxes` with the same weights.
+      reference_boxes: [..., 4] xyxy, broadcastable against `deltas`.
+      weights: (wx, wy, ww, wh) divisors.
+      clip: upper clamp on dw and dh after dividing by the weights (log(1000/16)).
+
+    Same numbers as torchvision's `BoxCoder.decode_single`.
+    """
+    deltas, reference_boxes = jnp.asarray(deltas), jnp.asarray(reference_boxes)
+    check_boxes(deltas, "deltas")
+    check_boxes(reference_boxes, "reference_boxes")
+    wx, wy, ww, wh = weights
+    ref_w = reference_boxes[..., 2] - reference_boxes[..., 0]
+    ref_h = reference_boxes[..., 3] - reference_boxes[..., 1]
+    ref_cx = reference_boxes[..., 0] + 0.5 * ref_w
+    ref_cy = reference_boxes[..., 1] + 0.5 * ref_h
+    dx = deltas[..., 0] / wx
+    dy = deltas[..., 1] / wy
+    dw = jnp.minimum(deltas[..., 2] / ww, clip)
+    dh = jnp.minimum(deltas[..., 3] / wh, clip)
+    cx = dx * ref_w + ref_cx
+    cy = dy * ref_h + ref_cy
+    half_w = 0.5 * jnp.exp(dw) * ref_w
+    half_h = 0.5 * jnp.exp(dh) * ref_h
+    return jnp.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class BoxCoder:
+    """Encodes and decodes box regression targets with fixed weights (torchvision's `BoxCoder`)."""
+
+    weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    clip: float = BBOX_XFORM_CLIP
+
+    def encode(self, boxes: ArrayLike, reference_boxes: ArrayLike) -> jax.Array:
+        """Returns deltas [..., 4]; see `encode_boxes`."""
+        return encode_boxes(boxes, reference_boxes, weights=self.weights)
+
+    def decode(self, deltas: ArrayLike, reference_boxes: ArrayLike) -> jax.Array:
+        """Returns boxes [..., 4] xyxy; see `decode_boxes`."""
+        return decode_boxes(deltas, reference_boxes, weights=self.weights, clip=self.clip)

@@ -1,0 +1,136 @@
+"""Non-maximum suppression with a fixed-size output, jit- and vmap-friendly.
+
+Greedy NMS as in torchvision: boxes are visited in descending score order (ties by lower
+index, torchvision's stable sort) and each kept box removes every later box whose IoU with
+it is strictly greater than the threshold. Here the visit jumps straight to the next
+surviving box, so the loop runs once per *kept* box and stops after `max_output_size`:
+
+  time O(N log N + K * N), memory O(N), for N boxes and K = min(kept, max_output_size),
+
+with no N x N IoU matrix, no Python loop over boxes and no host round-trip.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from jaxseg.ops.boxes import box_area, check_boxes
+
+
+def _check(boxes: jax.Array, scores: jax.Array, iou_threshold: float, max_output_size: int):
+    if boxes.ndim != 2:
+        raise ValueError(f"boxes must have shape [N, 4], got {boxes.shape}")
+    check_boxes(boxes)
+    if scores.shape != boxes.shape[:1]:
+        raise ValueError(f"scores must have shape [N] = {boxes.shape[:1]}, got {scores.shape}")
+    if not 0.0 < iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold!r}")
+    if not isinstance(max_output_size, int) or max_output_size < 1:
+        raise ValueError(f"max_output_size must be an int >= 1, got {max_output_size!r}")
+
+
+def _descending_order(scores: jax.Array) -> jax.Array:
+    """Returns [N] int32 indices sorting `scores` high to low, ties by lower index."""
+    index = jnp.arange(scores.shape[0], dtype=jnp.int32)
+    _, order = jax.lax.sort((-scores, index), num_keys=2)
+    return order
+
+
+def _greedy_nms(
+    boxes: jax.Array,
+    scores: jax.Array,
+    groups: jax.Array | None,
+    iou_threshold: float,
+    max_output_size: int,
+) -> tuple[jax.Array, jax.Array]:
+    """Greedy NMS where a box only suppresses boxes of its own group (None: one group)."""
+    num_boxes = boxes.shape[0]
+    order = _descending_order(scores)
+    boxes = boxes[order]
+    areas = box_area(boxes)
+    if groups is not None:
+        groups = groups[order]
+
+    def iou_with(i):  # [N] IoU of box i with every box, torchvision's arithmetic
+        top_left = jnp.maximum(boxes[i, :2], boxes[:, :2])
+        bottom_right = jnp.minimum(boxes[i, 2:], boxes[:, 2:])
+        wh = jnp.maximum(bottom_right - top_left, 0.0)
+        inter = wh[:, 0] * wh[:, 1]
+        union = areas[i] + areas - inter
+        return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
+
+    def not_done(state):
+        count, alive, _ = state
+        return (count < max_output_size) & jnp.any(alive)
+
+    def keep_next(state):
+        count, alive, kept = state
+        i = jnp.argmax(alive).astype(jnp.int32)  # the best surviving box
+        suppress = iou_with(i) > iou_threshold
+        if groups is not None:
+            suppress &= groups == groups[i]
+        alive = alive & ~suppress
+        alive = alive.at[i].set(False)
+        return count + 1, alive, kept.at[count].set(i)
+
+    if num_boxes == 0:
+        count = jnp.int32(0)
+        kept = jnp.zeros((max_output_size,), jnp.int32)
+    else:
+        count, _, kept = jax.lax.while_loop(
+            not_done,
+            keep_next,
+            (jnp.int32(0), jnp.ones((num_boxes,), bool), jnp.zeros((max_output_size,), jnp.int32)),
+        )
+    valid = jnp.arange(max_output_size) < count
+    indices = jnp.where(valid, order[kept] if num_boxes else kept, 0)
+    return indices.astype(jnp.int32), valid
+
+
+def nms(
+    boxes: ArrayLike,
+    scores: ArrayLike,
+    *,
+    iou_threshold: float,
+    max_output_size: int,
+) -> tuple[jax.Array, jax.Array]:
+    """Returns (indices [max_output_size] int32, valid [max_output_size] bool) of kept boxes.
+
+    Args:
+      boxes: [N, 4] xyxy.
+      scores: [N].
+      iou_threshold: in (0, 1]; a box is dropped when its IoU with a kept, higher-scoring box
+        is strictly greater.
+      max_output_size: the fixed output length.
+
+    The kept boxes come first, in descending score order, and are the same boxes in the same
+    order as `torchvision.ops.nms(boxes, scores, iou_threshold)[:max_output_size]`. Entries
+    past the kept ones have `valid` False and index 0.
+    """
+    boxes, scores = jnp.asarray(boxes), jnp.asarray(scores)
+    _check(boxes, scores, iou_threshold, max_output_size)
+    return _greedy_nms(boxes, scores, None, iou_threshold, max_output_size)
+
+
+def batched_nms(
+    boxes: ArrayLike,
+    scores: ArrayLike,
+    classes: ArrayLike,
+    *,
+    iou_threshold: float,
+    max_output_size: int,
+) -> tuple[jax.Array, jax.Array]:
+    """Returns (indices, valid) as `nms`, where boxes only suppress boxes of their own class.
+
+    Args:
+      boxes: [N, 4] xyxy.
+      scores: [N].
+      classes: [N] int class (or any group id) of each box.
+
+    Same kept boxes, in descending score order, as `torchvision.ops.batched_nms`.
+    """
+    boxes, scores, classes = jnp.asarray(boxes), jnp.asarray(scores), jnp.asarray(classes)
+    _check(boxes, scores, iou_threshold, max_output_size)
+    if classes.shape != scores.shape:
+        raise ValueError(f"classes must have shape [N] = {scores.shape}, got {classes.shape}")
+    return _greedy_nms(boxes, scores, classes, iou_threshold, max_output_size)

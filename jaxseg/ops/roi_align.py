@@ -1,0 +1,347 @@
+"""RoIAlign: bilinear sampling of feature maps at exact fractional RoI positions.
+
+Mask R-CNN replaced RoIPool's rounding with bilinear sampling: every output bin averages
+`sampling_ratio x sampling_ratio` bilinear samples taken at fractional positions inside the
+bin, so no RoI border or bin edge is snapped to the feature grid.
+
+The sampler works on a *flat padded buffer*: a map [H, W, C] is padded with one row and one
+column of zeros at the bottom and right and flattened to [(H + 1) * (W + 1), C]. Then each
+bilinear sample needs the four rows `i, i + 1, i + W + 1, i + W + 2` of the buffer with no
+bounds test: the padding is read exactly where torchvision clamps the upper neighbour, and
+there it is weighted by zero. Several maps (FPN levels, instance masks) concatenate into one
+buffer, so a RoI reads only the map it is assigned to, through a base offset.
+"""
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from jaxseg.ops.boxes import box_area, check_boxes
+
+
+def normalize_output_size(output_size: int | Sequence[int]) -> tuple[int, int]:
+    """Returns `output_size` as (height, width), raising ValueError unless both are >= 1."""
+    size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    if len(size) != 2 or not all(isinstance(s, int) and s >= 1 for s in size):
+        raise ValueError(f"output_size must be a positive int or a pair of them, got {output_size}")
+    return size
+
+
+def check_features(features: jax.Array, name: str = "features") -> None:
+    """Raises ValueError unless `features` is a non-empty [H, W, C] map."""
+    if features.ndim != 3:
+        raise ValueError(
+            f"{name} must have shape [H, W, C] (one image, channels last; vmap over a batch), "
+            f"got {features.shape}"
+        )
+    if 0 in features.shape:
+        raise ValueError(f"{name} must not be empty, got shape {features.shape}")
+
+
+def check_rois(boxes: jax.Array) -> None:
+    """Raises ValueError unless `boxes` has shape [R, 4]."""
+    if boxes.ndim != 2:
+        raise ValueError(f"boxes must have shape [R, 4] (x1, y1, x2, y2), got {boxes.shape}")
+    check_boxes(boxes)
+
+
+def flat_padded(features: jax.Array) -> jax.Array:
+    """Returns [(H + 1) * (W + 1), C]: `features` [H, W, C] zero-padded bottom/right, flattened."""
+    height, width, channels = features.shape
+    padded = jnp.pad(features, ((0, 1), (0, 1), (0, 0)))
+    return padded.reshape((height + 1) * (width + 1), channels)
+
+
+def _axis_samples(start, length, bins: int, grid: int) -> jax.Array:
+    """Returns the [bins * grid] sample coordinates along one axis of a RoI.
+
+    Written in torchvision's order of operations so that both round alike.
+    """
+    bin_size = length / bins
+    p = jnp.arange(bins, dtype=bin_size.dtype)[:, None]
+    i = jnp.arange(grid, dtype=bin_size.dtype)[None, :]
+    return (start + p * bin_size + (i + 0.5) * bin_size / grid).reshape(-1)
+
+
+def _axis_weights(coords: jax.Array, size) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Returns (low index [S] int32, weight of low [S], weight of low + 1 [S]) for coords [S].
+
+    torchvision's `bilinear_interpolate`: samples outside [-1, size] weigh nothing; negative
+    coordinates snap to 0; at or past the last row, the sample takes the last row alone.
+    """
+    inside = (coords >= -1.0) & (coords <= size)
+    coords = jnp.maximum(coords, 0.0)
+    low = jnp.floor(coords)
+    at_edge = low >= size - 1
+    low = jnp.where(at_edge, size - 1, low)
+    frac = jnp.where(at_edge, 0.0, coords - low)
+    zero = jnp.zeros_like(frac)
+    return (
+        low.astype(jnp.int32),
+        jnp.where(inside, 1.0 - frac, zero),
+        jnp.where(inside, frac, zero),
+    )
+
+
+@jax.custom_vjp
+def weighted_gather(flat: jax.Array, index: jax.Array, weight: jax.Array) -> jax.Array:
+    """Returns [..., C]: `sum_t weight[..., t] * flat[index[..., t]]`.
+
+    Args:
+      flat: [P, C] rows to read.
+      index: [..., T] int32 rows of `flat`, all in range.
+      weight: [..., T] their weights.
+
+    The sum is written as T separate gathers so that XLA fuses them with the multiply-adds
+    into one loop: a single [..., T, C] gather followed by a reduction would be written to
+    memory first, which is several times slower on CPU. The backward is one scatter-add of
+    all T terms in float32 (XLA would emit one scatter per term, and bf16 scatter-adds are
+    slow), cast back to `flat.dtype`.
+    """
+    out = jnp.zeros((*index.shape[:-1], flat.shape[-1]), flat.dtype)
+    for t in range(index.shape[-1]):
+        rows = flat.at[index[..., t]].get(mode="promise_in_bounds")
+        out = out + rows * weight[..., t, None].astype(flat.dtype)
+    return out
+
+
+def _weighted_gather_fwd(flat, index, weight):
+    return weighted_gather(flat, index, weight), (flat, index, weight)
+
+
+def _weighted_gather_bwd(residuals, cotangent):
+    flat, index, weight = residuals
+    channels = flat.shape[-1]
+    cotangent = cotangent.astype(jnp.float32)
+    updates = weight[..., None].astype(jnp.float32) * cotangent[..., None, :]  # [..., T, C]
+    d_flat = (
+        jnp.zeros(flat.shape, jnp.float32)
+        .at[index.reshape(-1)]
+        .add(updates.reshape(-1, channels), mode="promise_in_bounds")
+        .astype(flat.dtype)
+    )
+    rows = flat.at[index].get(mode="promise_in_bounds").astype(jnp.float32)  # [..., T, C]
+    d_weight = jnp.einsum("...tc,...c->...t", rows, cotangent)
+    return d_flat, None, d_weight.astype(weight.dtype)
+
+
+weighted_gather.defvjp(_weighted_gather_fwd, _weighted_gather_bwd)
+
+
+def roi_sample_points(
+    box: jax.Array,
+    base: jax.Array,
+    height: jax.Array,
+    width: jax.Array,
+    spatial_scale: jax.Array,
+    *,
+    output_size: tuple[int, int],
+    sampling_ratio: int,
+    aligned: bool,
+) -> tuple[jax.Array, jax.Array]:
+    """Returns (index [oh, ow, T] int32, weight [oh, ow, T]) of one RoI's bilinear samples.
+
+    T = 4 * sampling_ratio**2: the four neighbours of each of the bin's samples, as rows of a
+    flat padded buffer (see module doc). The weights include the 1 / sampling_ratio**2 of
+    the bin average, so `weighted_gather(flat, index, weight)` is the RoI's output.
+
+    Args:
+      box: [4] xyxy, input pixels.
+      base, height, width: int scalars, where the RoI's map starts in the buffer, its H and W.
+      spatial_scale: float scalar, map pixels per input pixel.
+    """
+    out_h, out_w = output_size
+    g = sampling_ratio
+    offset = 0.5 if aligned else 0.0
+    x1, y1, x2, y2 = box * spatial_scale - offset
+    roi_w, roi_h = x2 - x1, y2 - y1
+    if not aligned:
+        roi_w, roi_h = jnp.maximum(roi_w, 1.0), jnp.maximum(roi_h, 1.0)
+    y_low, y_w0, y_w1 = _axis_weights(_axis_samples(y1, roi_h, out_h, g), height)
+    x_low, x_w0, x_w1 = _axis_weights(_axis_samples(x1, roi_w, out_w, g), width)
+
+    stride = width + 1
+    top_left = base + y_low[:, None] * stride + x_low[None, :]  # [oh * g, ow * g]
+    index = jnp.stack([top_left, top_left + 1, top_left + stride, top_left + stride + 1], -1)
+    weight = jnp.stack(
+        [
+            y_w0[:, None] * x_w0[None, :],
+            y_w0[:, None] * x_w1[None, :],
+            y_w1[:, None] * x_w0[None, :],
+            y_w1[:, None] * x_w1[None, :],
+        ],
+        axis=-1,
+    ) * (1.0 / (g * g))  # [oh * g, ow * g, 4]
+
+    def per_bin(a):  # [oh * g, ow * g, 4] -> [oh, ow, g * g * 4]
+        a = a.reshape(out_h, g, out_w, g, 4).transpose(0, 2, 1, 3, 4)
+        return a.reshape(out_h, out_w, g * g * 4)
+
+    return per_bin(index), per_bin(weight)
+
+
+def roi_align(
+    features: ArrayLike,
+    boxes: ArrayLike,
+    output_size: int | Sequence[int],
+    *,
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = 2,
+    aligned: bool = True,
+) -> jax.Array:
+    """Returns [R, oh, ow, C]: each RoI of `boxes` pooled from `features` by bilinear sampling.
+
+    Args:
+      features: [H, W, C] one image's feature map, channels last.
+      boxes: [R, 4] xyxy in input pixels; `spatial_scale` maps them onto `features`.
+      output_size: oh and ow, an int or a pair.
+      spatial_scale: feature pixels per input pixel, e.g. 1/16 for a stride-16 map.
+      sampling_ratio: samples per bin along each axis (>= 1; a fixed grid keeps shapes static).
+      aligned: shift boxes by half a pixel so that pixel centres sit at integer + 0.5
+        (Detectron2's RoIAlignV2). `False` reproduces the original Mask R-CNN.
+
+    Same numbers as `torchvision.ops.roi_align(features, [boxes], output_size, spatial_scale,
+    sampling_ratio, aligned)` with NCHW transposed to NHWC. Gradients flow to `features` (the
+    same as torchvision's backward) and, piecewise, to `boxes` (torchvision gives none).
+    Batch over images with `jax.vmap`.
+    """
+    features, boxes = jnp.asarray(features), jnp.asarray(boxes)
+    check_features(features)
+    check_rois(boxes)
+    output_size = normalize_output_size(output_size)
+    check_sampling(spatial_scale, sampling_ratio)
+    height, width, _ = features.shape
+    flat = flat_padded(features)
+    boxes = boxes.astype(jnp.result_type(features.dtype, jnp.float32))
+
+    def one(box):
+        return roi_sample_points(
+            box,
+            jnp.int32(0),
+            jnp.int32(height),
+            jnp.int32(width),
+            jnp.asarray(spatial_scale, box.dtype),
+            output_size=output_size,
+            sampling_ratio=sampling_ratio,
+            aligned=aligned,
+        )
+
+    index, weight = jax.vmap(one)(boxes)  # [R, oh, ow, T] each
+    return weighted_gather(flat, index, weight)
+
+
+def check_sampling(spatial_scale: float, sampling_ratio: int) -> None:
+    """Raises ValueError for a non-positive scale or a sampling ratio below 1."""
+    if not isinstance(sampling_ratio, int) or sampling_ratio < 1:
+        raise ValueError(
+            f"sampling_ratio must be an int >= 1, got {sampling_ratio!r}: torchvision's adaptive "
+            "sampling (<= 0) gives each RoI its own grid, which has no static shape"
+        )
+    if not spatial_scale > 0:
+        raise ValueError(f"spatial_scale must be > 0, got {spatial_scale!r}")
+
+
+def fpn_levels(
+    boxes: ArrayLike,
+    *,
+    min_level: int,
+    max_level: int,
+    canonical_scale: float = 224.0,
+    canonical_level: int = 4,
+    eps: float = 1e-6,
+) -> jax.Array:
+    """Returns [R] int32: the FPN level of each box, minus `min_level` (0 = finest level given).
+
+    Level `floor(canonical_level + log2(sqrt(area) / canonical_scale) + eps)`, clamped to
+    [min_level, max_level] (FPN paper eq. 1; torchvision's `LevelMapper`).
+    """
+    boxes = jnp.asarray(boxes)
+    check_rois(boxes)
+    sizes = jnp.sqrt(box_area(boxes))
+    levels = jnp.floor(canonical_level + jnp.log2(sizes / canonical_scale) + eps)
+    return (jnp.clip(levels, min_level, max_level) - min_level).astype(jnp.int32)
+
+
+def level_range(scales: Sequence[float]) -> tuple[int, int]:
+    """Returns (min_level, max_level) for maps of `scales` (2**-level each), finest first."""
+    levels = [-math.log2(s) for s in scales]
+    if any(abs(level - round(level)) > 1e-6 for level in levels):
+        raise ValueError(f"scales must be powers of two (1/4, 1/8, ...), got {list(scales)}")
+    if levels != sorted(levels) or len(set(levels)) != len(levels):
+        raise ValueError(f"scales must be strictly decreasing (finest map first), got {scales}")
+    return int(levels[0]), int(levels[-1])
+
+
+def multiscale_roi_align(
+    features_per_level: Sequence[ArrayLike],
+    boxes: ArrayLike,
+    output_size: int | Sequence[int],
+    *,
+    scales: Sequence[float],
+    sampling_ratio: int = 2,
+    aligned: bool = False,
+    canonical_scale: float = 224.0,
+    canonical_level: int = 4,
+) -> jax.Array:
+    """Returns [R, oh, ow, C]: each RoI pooled by RoIAlign from its FPN level.
+
+    Args:
+      features_per_level: L maps [H_l, W_l, C], finest first (e.g. P2..P5).
+      boxes: [R, 4] xyxy in input pixels.
+      output_size: oh and ow.
+      scales: L spatial scales, 2**-level each (1/4, 1/8, 1/16, 1/32 for P2..P5).
+      sampling_ratio, aligned: as in `roi_align`; `aligned=False` is torchvision's default.
+      canonical_scale, canonical_level: a box of sqrt(area) = 224 maps to level 4.
+
+    Same numbers as torchvision's `MultiScaleRoIAlign`. Every RoI reads only its own level:
+    the levels share one flat buffer, so the cost is that of a single `roi_align`.
+    """
+    levels = [jnp.asarray(f) for f in features_per_level]
+    boxes = jnp.asarray(boxes)
+    if len(levels) != len(scales) or not levels:
+        raise ValueError(
+            f"features_per_level and scales must have the same positive length, got "
+            f"{len(levels)} maps and {len(scales)} scales"
+        )
+    for i, f in enumerate(levels):
+        check_features(f, f"features_per_level[{i}]")
+    if len({f.shape[-1] for f in levels}) != 1:
+        raise ValueError(f"all levels need the same channels, got {[f.shape for f in levels]}")
+    check_rois(boxes)
+    output_size = normalize_output_size(output_size)
+    for s in scales:
+        check_sampling(s, sampling_ratio)
+    min_level, max_level = level_range(scales)
+
+    dtype = jnp.result_type(*levels)
+    flat = jnp.concatenate([flat_padded(f.astype(dtype)) for f in levels])
+    sizes = [(f.shape[0], f.shape[1]) for f in levels]
+    bases = [0]
+    for h, w in sizes[:-1]:
+        bases.append(bases[-1] + (h + 1) * (w + 1))
+    boxes = boxes.astype(jnp.result_type(dtype, jnp.float32))
+    level = fpn_levels(
+        boxes,
+        min_level=min_level,
+        max_level=max_level,
+        canonical_scale=canonical_scale,
+        canonical_level=canonical_level,
+    )
+
+    def one(box, lvl):
+        return roi_sample_points(
+            box,
+            jnp.asarray(bases, jnp.int32)[lvl],
+            jnp.asarray([h for h, _ in sizes], jnp.int32)[lvl],
+            jnp.asarray([w for _, w in sizes], jnp.int32)[lvl],
+            jnp.asarray(scales, box.dtype)[lvl],
+            output_size=output_size,
+            sampling_ratio=sampling_ratio,
+            aligned=aligned,
+        )
+
+    index, weight = jax.vmap(one)(boxes, level)
+    return weighted_gather(flat, index, weight)

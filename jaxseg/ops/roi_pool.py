@@ -1,0 +1,138 @@
+"""RoIPool: quantised max pooling of RoIs (Fast R-CNN), kept for comparison with RoIAlign.
+
+RoIPool rounds each RoI corner to the feature grid and splits the rounded RoI into bins
+whose edges are rounded again (floor for starts, ceil for ends). Both roundings shift the
+pooled window by up to a feature pixel: at stride 16 that is 16 input pixels, the loss of
+mask precision that RoIAlign removes.
+"""
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from jaxseg.ops.roi_align import (
+    check_features,
+    check_rois,
+    fpn_levels,
+    level_range,
+    normalize_output_size,
+)
+
+
+def _round_half_away(x: jax.Array) -> jax.Array:
+    """C's `round`: halves go away from zero (jnp.round goes to even)."""
+    return jnp.sign(x) * jnp.floor(jnp.abs(x) + 0.5)
+
+
+def _bin_edges(start: jax.Array, length: jax.Array, bins: int, size: int):
+    """Returns ([bins] starts, [bins] ends) of the bins along one axis, clipped to [0, size].
+
+    Bin p spans [floor(p * length / bins), ceil((p + 1) * length / bins)) from `start`,
+    computed in integers so that no float reciprocal moves an edge.
+    """
+    p = jnp.arange(bins, dtype=jnp.int32)
+    lo = (p * length) // bins
+    hi = -((-(p + 1) * length) // bins)
+    return jnp.clip(lo + start, 0, size), jnp.clip(hi + start, 0, size)
+
+
+def _pool_one_roi(
+    features: jax.Array, box: jax.Array, *, output_size: tuple[int, int], spatial_scale: float
+) -> jax.Array:
+    """Returns [oh, ow, C]: the max over each bin of one RoI (0 for an empty bin)."""
+    height, width, _ = features.shape
+    out_h, out_w = output_size
+    x1, y1, x2, y2 = _round_half_away(box * spatial_scale).astype(jnp.int32)
+    roi_w = jnp.maximum(x2 - x1 + 1, 1)
+    roi_h = jnp.maximum(y2 - y1 + 1, 1)
+    h_lo, h_hi = _bin_edges(y1, roi_h, out_h, height)
+    w_lo, w_hi = _bin_edges(x1, roi_w, out_w, width)
+    rows = jnp.arange(height)
+    cols = jnp.arange(width)
+    in_row = (rows[None, :] >= h_lo[:, None]) & (rows[None, :] < h_hi[:, None])  # [oh, H]
+    in_col = (cols[None, :] >= w_lo[:, None]) & (cols[None, :] < w_hi[:, None])  # [ow, W]
+    lowest = jnp.finfo(features.dtype).min  # torchvision starts from -FLT_MAX
+    # The max is separable: over the columns of each bin first, then over its rows.
+    col_max = jnp.max(
+        jnp.where(in_col[None, :, :, None], features[:, None, :, :], lowest), axis=2
+    )  # [H, ow, C]
+    bin_max = jnp.max(
+        jnp.where(in_row[:, :, None, None], col_max[None, :, :, :], lowest), axis=1
+    )  # [oh, ow, C]
+    empty = (h_hi <= h_lo)[:, None] | (w_hi <= w_lo)[None, :]  # [oh, ow]
+    return jnp.where(empty[..., None], jnp.zeros_like(bin_max), bin_max)
+
+
+def roi_pool(
+    features: ArrayLike,
+    boxes: ArrayLike,
+    output_size: int | Sequence[int],
+    *,
+    spatial_scale: float = 1.0,
+) -> jax.Array:
+    """Returns [R, oh, ow, C]: each RoI of `boxes` max-pooled from `features` on a rounded grid.
+
+    Args:
+      features: [H, W, C] one image's feature map, channels last.
+      boxes: [R, 4] xyxy in input pixels.
+      output_size: oh and ow, an int or a pair.
+      spatial_scale: feature pixels per input pixel.
+
+    Same numbers as `torchvision.ops.roi_pool` (NCHW transposed to NHWC): corners rounded
+    half away from zero, RoI sizes `max(x2 - x1 + 1, 1)`, bins floor/ceil, empty bins 0.
+    Gradients flow to the maximum of each bin. Cost O(R * H * W * ow * C): every RoI scans
+    the whole map with masks, which keeps shapes static.
+    """
+    features, boxes = jnp.asarray(features), jnp.asarray(boxes)
+    check_features(features)
+    check_rois(boxes)
+    output_size = normalize_output_size(output_size)
+    if not spatial_scale > 0:
+        raise ValueError(f"spatial_scale must be > 0, got {spatial_scale!r}")
+    boxes = boxes.astype(jnp.result_type(features.dtype, jnp.float32))
+    return jax.vmap(
+        lambda box: _pool_one_roi(
+            features, box, output_size=output_size, spatial_scale=spatial_scale
+        )
+    )(boxes)
+
+
+def multiscale_roi_pool(
+    features_per_level: Sequence[ArrayLike],
+    boxes: ArrayLike,
+    output_size: int | Sequence[int],
+    *,
+    scales: Sequence[float],
+    canonical_scale: float = 224.0,
+    canonical_level: int = 4,
+) -> jax.Array:
+    """Returns [R, oh, ow, C]: each RoI max-pooled by `roi_pool` from its FPN level.
+
+    The RoIPool counterpart of `multiscale_roi_align`, with the same level assignment; every
+    level is pooled for every RoI and the assigned one selected (L times the work).
+    """
+    levels = [jnp.asarray(f) for f in features_per_level]
+    boxes = jnp.asarray(boxes)
+    if len(levels) != len(scales) or not levels:
+        raise ValueError(
+            f"features_per_level and scales must have the same positive length, got "
+            f"{len(levels)} maps and {len(scales)} scales"
+        )
+    check_rois(boxes)
+    min_level, max_level = level_range(scales)
+    level = fpn_levels(
+        boxes,
+        min_level=min_level,
+        max_level=max_level,
+        canonical_scale=canonical_scale,
+        canonical_level=canonical_level,
+    )
+    pooled = jnp.stack(
+        [
+            roi_pool(f, boxes, output_size, spatial_scale=s)
+            for f, s in zip(levels, scales, strict=True)
+        ]
+    )  # [L, R, oh, ow, C]
+    return jnp.take_along_axis(pooled, level[None, :, None, None, None], axis=0)[0]
