@@ -31,7 +31,27 @@ CITYSCAPES_CLASS_NAMES = (
 )  # fmt: skip
 
 # Cityscapes labelIds (0..33) of the 19 evaluated classes, in trainId order.
-_CITYSCAPES_EVAL_LABEL_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
+_CITYSCAPES_EVAL_LABEL_IDS = (
+    7,
+    8,
+    11,
+    12,
+    13,
+    17,
+    19,
+    20,
+    21,
+    22,
+    23,
+    24,
+    25,
+    26,
+    27,
+    28,
+    31,
+    32,
+    33,
+)
 CITYSCAPES_LABEL_TO_TRAIN_ID = np.full(256, IGNORE, np.uint8)
 CITYSCAPES_LABEL_TO_TRAIN_ID[list(_CITYSCAPES_EVAL_LABEL_IDS)] = np.arange(19, dtype=np.uint8)
 """uint8 [256] lookup table: Cityscapes labelId -> trainId (255 for void / not evaluated)."""

@@ -1,13 +1,13 @@
 """The datasets the loaders know by name, and how to open a split of each.
 
-    name                 TFDS dataset                        tasks               built by
-    jaxseg_shapes        jaxseg_shapes[/small|medium|large]  semantic, instance  jaxseg, on first use
-    voc2012              jaxseg_voc2012[/default|sbd]        semantic            jaxseg, from manual_dir
-    coco                 jaxseg_coco[/2017 or a config]      instance            jaxseg, from manual_dir
-    oxford_iiit_pet      oxford_iiit_pet                     semantic            TFDS catalogue
-    cityscapes           cityscapes/semantic_segmentation    semantic            TFDS catalogue
-    lvis                 lvis                                instance            TFDS catalogue
-    coco/2017_panoptic   coco/2017_panoptic                  instance (things)   TFDS catalogue
+    name                TFDS dataset                        tasks       built by
+    jaxseg_shapes       jaxseg_shapes[/small|medium|large]  sem., inst. jaxseg, on first use
+    voc2012             jaxseg_voc2012[/default|sbd]        semantic    jaxseg, from manual_dir
+    coco                jaxseg_coco[/2017 or a config]      instance    jaxseg, from manual_dir
+    oxford_iiit_pet     oxford_iiit_pet                     semantic    TFDS catalogue
+    cityscapes          cityscapes/semantic_segmentation    semantic    TFDS catalogue
+    lvis                lvis                                instance    TFDS catalogue
+    coco/2017_panoptic  coco/2017_panoptic                  instance    TFDS catalogue (things)
 
 A config may follow the name after a slash (`jaxseg_shapes/medium`, `voc2012/sbd`) or be
 passed as `config=` (a name or a BuilderConfig object, e.g. `CocoFormatConfig(...)`).
@@ -42,10 +42,13 @@ class ClassInfo:
       class_names: semantic: names of label ids 0..K-1 (background included where the
         dataset has one); instance: names of the foreground classes 1..K, in order
         (class k is `class_names[k - 1]`; 0 is background and is not listed).
+      category_ids: COCO-format datasets: the annotation file's category id of each
+        instance class (class k is category `category_ids[k - 1]`), for COCO evaluation.
     """
 
     task: str
     class_names: tuple[str, ...]
+    category_ids: tuple[int, ...] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -87,9 +90,7 @@ class _Entry:
     # Class names per task: fixed, or read from the prepared builder when they depend on
     # the data (COCO-format categories, catalogue ClassLabel names).
     class_names: dict[str, tuple[str, ...]] | None = None
-    class_names_from: Callable[[tfds.core.DatasetBuilder], dict[str, tuple[str, ...]]] | None = (
-        None
-    )
+    class_names_from: Callable[[tfds.core.DatasetBuilder], dict[str, tuple[str, ...]]] | None = None
 
 
 def _metadata_names(builder) -> dict[str, tuple[str, ...]]:
@@ -244,13 +245,17 @@ def dataset_info(
         task = SEMANTIC if SEMANTIC in entry.adapters else INSTANCE
     if task not in entry.adapters:
         raise ValueError(f"dataset {name!r} has no {task!r} task; it has {sorted(entry.adapters)}")
-    names = entry.class_names
+    names, category_ids = entry.class_names, None
     if names is None:
         _, builder = load_builder(name, data_dir=data_dir, config=config, manual_dir=manual_dir)
         names = entry.class_names_from(builder)
+        if "category_ids" in builder.info.metadata:
+            category_ids = tuple(builder.info.metadata["category_ids"])
     return DatasetInfo(
         name=name,
         task=task,
         semantic=ClassInfo(SEMANTIC, names[SEMANTIC]) if SEMANTIC in names else None,
-        instance=ClassInfo(INSTANCE, names[INSTANCE]) if INSTANCE in names else None,
+        instance=(
+            ClassInfo(INSTANCE, names[INSTANCE], category_ids) if INSTANCE in names else None
+        ),
     )

@@ -114,9 +114,7 @@ def _background(rng: np.random.Generator, xx, yy) -> tuple[np.ndarray, np.ndarra
         angle = rng.uniform(0, np.pi)
         period = rng.uniform(0.15, 0.6) * size
         phase = rng.uniform(0, 2 * np.pi)
-        texture += np.sin(
-            (np.cos(angle) * xx + np.sin(angle) * yy) * (2 * np.pi / period) + phase
-        )
+        texture += np.sin((np.cos(angle) * xx + np.sin(angle) * yy) * (2 * np.pi / period) + phase)
     texture = (texture - texture.min()) / max(np.ptp(texture), 1e-6)
     blend = texture[..., None]
     return colours[0] * (1 - blend) + colours[1] * blend, colours

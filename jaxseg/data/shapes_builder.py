@@ -13,12 +13,13 @@ builder config; a new config can be passed directly:
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import tensorflow_datasets as tfds
 
 from jaxseg.data import features, shapes
-from jaxseg.data.tfds_compat import Builder
 from jaxseg.data.image_io import encode_png
+from jaxseg.data.tfds_compat import Builder
 
 _SPLITS = ("train", "validation", "test")
 
@@ -46,8 +47,8 @@ class JaxsegShapes(Builder):
     """Synthetic circles, squares, triangles and thin bars on textured backgrounds."""
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
-    BUILDER_CONFIGS = [
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "First release."}
+    BUILDER_CONFIGS: ClassVar[list] = [
         ShapesConfig(
             name="small",
             description="64x64 px, 640 train / 128 val / 128 test: a CPU-sized FCN demo.",
@@ -106,15 +107,18 @@ class JaxsegShapes(Builder):
                 image_size=config.image_size,
                 max_objects=config.max_objects,
             )
-            yield index, {
-                "image": encode_png(scene.image),
-                "label": encode_png(scene.label),
-                "image_id": index,
-                "file_name": "",
-                "objects": {
-                    "box": scene.boxes,
-                    "label": scene.classes,
-                    "mask": [encode_png(m) for m in scene.masks],
-                    "is_crowd": [False] * len(scene.classes),
+            yield (
+                index,
+                {
+                    "image": encode_png(scene.image),
+                    "label": encode_png(scene.label),
+                    "image_id": index,
+                    "file_name": "",
+                    "objects": {
+                        "box": scene.boxes,
+                        "label": scene.classes,
+                        "mask": [encode_png(m) for m in scene.masks],
+                        "is_crowd": [False] * len(scene.classes),
+                    },
                 },
-            }
+            )

@@ -1,4 +1,4 @@
-"""Counting the samples a builder skips, with the reason and the file or id of each."""
+"""Counting the samples a builder skips or repairs, with the reason and file or id of each."""
 
 from __future__ import annotations
 
@@ -25,9 +25,13 @@ class SkipCounter:
         """Records one skip of kind `reason` at `where` (a file name or sample id)."""
         self.counts[reason] += 1
         if self.counts[reason] <= _LOGGED_PER_REASON:
-            logging.warning("[%s] skipped (%s): %s", self.split, reason, where)
+            logging.warning("[%s] %s: %s", self.split, reason, where)
         elif self.counts[reason] == _LOGGED_PER_REASON + 1:
             logging.warning("[%s] more skips for %r; not logging each one", self.split, reason)
+
+    def repair(self, reason: str, where: str) -> None:
+        """Records one sample kept after a repair of kind `reason` (counted as 'repaired: ...')."""
+        self.skip(f"repaired: {reason}", where)
 
     def as_dict(self) -> dict[str, int]:
         """Returns {reason: count}, sorted by reason."""
