@@ -178,6 +178,13 @@ def _resolve(name: str, config) -> tuple[_Entry, str]:
     return entry, tfds_name
 
 
+def require_task(name: str, task: str) -> None:
+    """Raises ValueError unless dataset `name` has annotations for `task`."""
+    entry, _ = _resolve(name, None)
+    if task not in entry.adapters:
+        raise ValueError(f"dataset {name!r} has no {task!r} task; it has {sorted(entry.adapters)}")
+
+
 def load_builder(
     name: str,
     *,
@@ -243,8 +250,7 @@ def dataset_info(
     entry, _ = _resolve(name, config)
     if task is None:
         task = SEMANTIC if SEMANTIC in entry.adapters else INSTANCE
-    if task not in entry.adapters:
-        raise ValueError(f"dataset {name!r} has no {task!r} task; it has {sorted(entry.adapters)}")
+    require_task(name, task)
     names, category_ids = entry.class_names, None
     if names is None:
         _, builder = load_builder(name, data_dir=data_dir, config=config, manual_dir=manual_dir)

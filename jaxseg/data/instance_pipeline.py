@@ -190,9 +190,8 @@ def make_instance_loader(
         raise ValueError(f"give both min_size and max_size or neither, got {min_size}, {max_size}")
     if not 0 < scale_range[0] <= scale_range[1]:
         raise ValueError(f"scale_range must be 0 < low <= high, got {scale_range}")
+    catalog.require_task(name, catalog.INSTANCE)
     entry, builder = catalog.load_builder(name, data_dir=data_dir, **dataset_kwargs)
-    if catalog.INSTANCE not in entry.adapters:
-        raise ValueError(f"dataset {name!r} has no instance annotations")
     records = builder.as_data_source(split=split)
     transform = InstanceTransform(
         size=size,

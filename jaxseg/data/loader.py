@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 import grain
 import numpy as np
+from absl import flags
 
 
 class ExampleSource(grain.sources.RandomAccessDataSource):
@@ -127,6 +128,10 @@ def make_data_loader(
             seed=int(seed),
         )
     operations = [*operations, grain.transforms.Batch(batch_size, drop_remainder=train)]
+    if worker_count > 0 and not flags.FLAGS.is_parsed():
+        # grain's worker processes read absl flags; outside an absl app (a script, a
+        # notebook, pytest) nothing has parsed them, so take their defaults.
+        flags.FLAGS.mark_as_parsed()
     if read_options is None:
         # grain's default (16 threads, 500 elements ahead) holds too many decoded
         # full-size images; a few batches ahead keeps up with the transforms.

@@ -143,9 +143,8 @@ def make_semantic_loader(
     size = transforms.canvas_size(image_size)
     if not 0 < scale_range[0] <= scale_range[1]:
         raise ValueError(f"scale_range must be 0 < low <= high, got {scale_range}")
+    catalog.require_task(name, catalog.SEMANTIC)
     entry, builder = catalog.load_builder(name, data_dir=data_dir, **dataset_kwargs)
-    if catalog.SEMANTIC not in entry.adapters:
-        raise ValueError(f"dataset {name!r} has no semantic segmentation labels")
     records = builder.as_data_source(split=split)
     if train:
         operations = [SemanticTrainTransform(size, tuple(scale_range), flip)]
