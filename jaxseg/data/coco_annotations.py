@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -89,7 +90,10 @@ def decode_segmentation(segmentation, height: int, width: int, where: str, skips
     else:
         skips.skip("annotation without segmentation", where)
         return None
-    return np.ascontiguousarray(mask_utils.decode(rle), dtype=np.uint8)
+    with warnings.catch_warnings():
+        # pycocotools 2.0.x with NumPy 2 warns about its own `__array__(copy=...)` call.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return np.ascontiguousarray(mask_utils.decode(rle), dtype=np.uint8)
 
 
 def image_instances(

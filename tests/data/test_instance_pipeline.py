@@ -57,7 +57,9 @@ def test_warp_masks_flips_scales_and_zeroes_outside():
     expected = np.zeros((10, 14), np.uint8)
     expected[2:4, 10:12] = 1  # column 0 lands at the right end after the flip
     np.testing.assert_array_equal(out[0], expected)
-    assert crop_masks(np.zeros((0, 4, 6), np.uint8), np.zeros((0, 4)), AxisAffine(1, 0, 1, 0), 5).shape == (0, 5, 5)
+    assert crop_masks(
+        np.zeros((0, 4, 6), np.uint8), np.zeros((0, 4)), AxisAffine(1, 0, 1, 0), 5
+    ).shape == (0, 5, 5)
 
 
 def test_batches_have_the_documented_layout(shapes_dir, tiny_shapes):
