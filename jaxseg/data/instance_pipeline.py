@@ -98,7 +98,7 @@ class InstanceTransform(grain.transforms.RandomMap):
         out_classes = np.zeros((self.max_instances,), np.int32)
         out_classes[:num] = classes[index]
         return {
-            "image": transforms.normalize(transforms.pad_image(image, self.size)),
+            "image": transforms.normalize_and_pad(image, self.size),
             "boxes": out_boxes,
             "classes": out_classes,
             "masks": out_masks,

@@ -73,12 +73,12 @@ class SemanticEvalTransform(grain.transforms.Map):
             )
         scale = min(1.0, self.size[0] / height, self.size[1] / width)
         scaled = (max(1, round(height * scale)), max(1, round(width * scale)))
-        image = transforms.pad_image(transforms.resize_image(image, scaled), self.size)
+        image = transforms.resize_image(image, scaled)
         label = transforms.pad_to(
             transforms.resize_label(label, scaled), self.size, transforms.IGNORE_LABEL
         )
         return {
-            "image": transforms.normalize(image),
+            "image": transforms.normalize_and_pad(image, self.size),
             "label": label.astype(np.int32),
             "valid": np.bool_(element["image_valid"]),
             "image_id": np.int64(element["image_id"]),

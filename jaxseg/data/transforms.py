@@ -75,6 +75,19 @@ def normalize(image: np.ndarray) -> np.ndarray:
     return out
 
 
+def normalize_and_pad(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Returns float32 [h, w, 3]: `normalize(pad_image(image, size))`, computed faster.
+
+    Only the image region is normalised; the padding is written as 0 directly.
+    """
+    h, w = image.shape[:2]
+    if h > size[0] or w > size[1]:
+        raise ValueError(f"cannot pad image of shape {image.shape} to {size}: it is larger")
+    out = np.zeros((size[0], size[1], 3), np.float32)
+    out[:h, :w] = normalize(image)
+    return out
+
+
 def denormalize(image: np.ndarray) -> np.ndarray:
     """Returns uint8 [..., 3]: the inverse of `normalize`, for visualisation."""
     rgb = (np.asarray(image, np.float32) * IMAGENET_STD + IMAGENET_MEAN) * 255.0

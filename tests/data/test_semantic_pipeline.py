@@ -163,3 +163,14 @@ def test_loader_rejects_unknown_dataset_and_wrong_task():
         make_semantic_loader("nope", "train", batch_size=1, image_size=8, train=True, seed=0)
     with pytest.raises(ValueError, match="no 'semantic' task"):
         make_semantic_loader("lvis", "train", batch_size=1, image_size=8, train=True, seed=0)
+
+
+def test_normalize_and_pad_equals_pad_then_normalize():
+    from jaxseg.data import transforms
+
+    image = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    fast = transforms.normalize_and_pad(image, (9, 8))
+    slow = transforms.normalize(transforms.pad_image(image, (9, 8)))
+    np.testing.assert_allclose(fast, slow, atol=0.01)  # the mean colour is rounded to uint8
+    np.testing.assert_array_equal(fast[:7, :5], slow[:7, :5])
+    np.testing.assert_array_equal(transforms.denormalize(fast[:7, :5]), image)
