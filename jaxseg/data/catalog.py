@@ -1,0 +1,267 @@
+"""The datasets the loaders know by name, and how to open a split of each.
+
+    name                TFDS dataset                        tasks       built by
+    jaxseg_shapes       jaxseg_shapes[/small|medium|large]  sem., inst. jaxseg, on first use
+    voc2012             jaxseg_voc2012[/default|sbd]        semantic    jaxseg, from manual_dir
+    coco                jaxseg_coco[/2017 or a config]      instance    jaxseg, from manual_dir
+    oxford_iiit_pet     oxford_iiit_pet                     semantic    TFDS catalogue
+    cityscapes          cityscapes/semantic_segmentation    semantic    TFDS catalogue
+    lvis                lvis                                instance    TFDS catalogue
+    coco/2017_panoptic  coco/2017_panoptic                  instance    TFDS catalogue (things)
+
+A config may follow the name after a slash (`jaxseg_shapes/medium`, `voc2012/sbd`) or be
+passed as `config=` (a name or a BuilderConfig object, e.g. `CocoFormatConfig(...)`).
+
+jaxseg's own builders are generated on first use (`tfds.data_source` with array_record
+files). Catalogue datasets must already be prepared in `data_dir` in the array_record format
+(`tfds build NAME --file_format=array_record`; most catalogue builders need TensorFlow to
+*build*, on any machine): jaxseg reads them from their files with `builder_from_files`,
+without importing the builder code and without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+
+import tensorflow_datasets as tfds
+
+from jaxseg.data import adapters, shapes
+
+SEMANTIC = "semantic"
+INSTANCE = "instance"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassInfo:
+    """The classes of one task of a dataset.
+
+    Attributes:
+      task: "semantic" or "instance".
+      class_names: semantic: names of label ids 0..K-1 (background included where the
+        dataset has one); instance: names of the foreground classes 1..K, in order
+        (class k is `class_names[k - 1]`; 0 is background and is not listed).
+      category_ids: COCO-format datasets: the annotation file's category id of each
+        instance class (class k is category `category_ids[k - 1]`), for COCO evaluation.
+    """
+
+    task: str
+    class_names: tuple[str, ...]
+    category_ids: tuple[int, ...] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """Semantic: K label ids (background included). Instance: K foreground classes."""
+        return len(self.class_names)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a dataset: its classes, per task.
+
+    `num_classes` and `class_names` are those of `task`, the task asked for (or, when none
+    was asked, the dataset's only task, or "semantic" for `jaxseg_shapes`, which has both).
+    """
+
+    name: str
+    task: str
+    semantic: ClassInfo | None
+    instance: ClassInfo | None
+    ignore_label: int = adapters.IGNORE
+
+    @property
+    def num_classes(self) -> int:
+        return self._of_task().num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self._of_task().class_names
+
+    def _of_task(self) -> ClassInfo:
+        return self.semantic if self.task == SEMANTIC else self.instance
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    tfds_name: str
+    adapters: dict[str, Callable]
+    own_builder: bool
+    # Class names per task: fixed, or read from the prepared builder when they depend on
+    # the data (COCO-format categories, catalogue ClassLabel names).
+    class_names: dict[str, tuple[str, ...]] | None = None
+    class_names_from: Callable[[tfds.core.DatasetBuilder], dict[str, tuple[str, ...]]] | None = None
+
+
+def _metadata_names(builder) -> dict[str, tuple[str, ...]]:
+    return {INSTANCE: tuple(builder.info.metadata["instance_class_names"])}
+
+
+def _catalogue_names(key: str, count: int | None = None):
+    def names(builder) -> dict[str, tuple[str, ...]]:
+        return {INSTANCE: tuple(builder.info.features[key]["label"].names[:count])}
+
+    return names
+
+
+_ENTRIES: dict[str, _Entry] = {
+    "jaxseg_shapes": _Entry(
+        "jaxseg_shapes",
+        {SEMANTIC: adapters.jaxseg_semantic, INSTANCE: adapters.jaxseg_instance},
+        own_builder=True,
+        class_names={SEMANTIC: shapes.CLASS_NAMES, INSTANCE: shapes.CLASS_NAMES[1:]},
+    ),
+    "voc2012": _Entry(
+        "jaxseg_voc2012",
+        {SEMANTIC: adapters.jaxseg_semantic},
+        own_builder=True,
+        class_names={SEMANTIC: adapters.VOC_CLASS_NAMES},
+    ),
+    "coco": _Entry(
+        "jaxseg_coco",
+        {INSTANCE: adapters.jaxseg_instance},
+        own_builder=True,
+        class_names_from=_metadata_names,
+    ),
+    "oxford_iiit_pet": _Entry(
+        "oxford_iiit_pet",
+        {SEMANTIC: adapters.oxford_iiit_pet},
+        own_builder=False,
+        class_names={SEMANTIC: adapters.PET_CLASS_NAMES},
+    ),
+    "cityscapes": _Entry(
+        "cityscapes/semantic_segmentation",
+        {SEMANTIC: adapters.cityscapes},
+        own_builder=False,
+        class_names={SEMANTIC: adapters.CITYSCAPES_CLASS_NAMES},
+    ),
+    "lvis": _Entry(
+        "lvis",
+        {INSTANCE: adapters.lvis},
+        own_builder=False,
+        class_names_from=_catalogue_names("objects"),
+    ),
+    "coco/2017_panoptic": _Entry(
+        "coco/2017_panoptic",
+        {INSTANCE: adapters.coco_panoptic_things},
+        own_builder=False,
+        class_names_from=_catalogue_names("panoptic_objects", adapters.COCO_PANOPTIC_NUM_THINGS),
+    ),
+}
+_ALIASES = {"jaxseg_voc2012": "voc2012", "jaxseg_coco": "coco"}
+
+
+def dataset_names() -> tuple[str, ...]:
+    """Returns the dataset names the loaders accept (a config may follow after '/')."""
+    return tuple(_ENTRIES)
+
+
+def _resolve(name: str, config) -> tuple[_Entry, str]:
+    """Returns (entry, TFDS name with config) for a loader dataset name."""
+    if name in _ENTRIES:
+        base, name_config = name, None
+    else:
+        base, _, name_config = name.partition("/")
+        base = _ALIASES.get(base, base)
+        if base not in _ENTRIES:
+            raise ValueError(f"unknown dataset {name!r}; known: {', '.join(_ENTRIES)}")
+    entry = _ENTRIES[base]
+    if name_config and config is not None:
+        raise ValueError(f"dataset {name!r} names a config and config={config!r} was also given")
+    tfds_name = entry.tfds_name
+    if name_config:
+        if not entry.own_builder:
+            raise ValueError(f"dataset {name!r}: {base} takes no config")
+        tfds_name = f"{entry.tfds_name}/{name_config}"
+    elif isinstance(config, str):
+        tfds_name = f"{entry.tfds_name}/{config}"
+    return entry, tfds_name
+
+
+def require_task(name: str, task: str) -> None:
+    """Raises ValueError unless dataset `name` has annotations for `task`."""
+    entry, _ = _resolve(name, None)
+    if task not in entry.adapters:
+        raise ValueError(f"dataset {name!r} has no {task!r} task; it has {sorted(entry.adapters)}")
+
+
+def load_builder(
+    name: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    config=None,
+    manual_dir: str | os.PathLike | None = None,
+) -> tuple[_Entry, tfds.core.DatasetBuilder]:
+    """Returns (catalogue entry, prepared builder) for dataset `name`.
+
+    jaxseg's own builders are generated if they are not in `data_dir` yet (from
+    `manual_dir` for VOC and COCO); catalogue datasets are read from their prepared files.
+    """
+    entry, tfds_name = _resolve(name, config)
+    if entry.own_builder:
+        builder_kwargs = {"data_dir": data_dir}
+        if config is not None and not isinstance(config, str):
+            builder_kwargs["config"] = config
+        builder = tfds.builder(tfds_name, **builder_kwargs)
+        download_config = tfds.download.DownloadConfig(
+            manual_dir=os.fspath(manual_dir) if manual_dir else None
+        )
+        builder.download_and_prepare(file_format="array_record", download_config=download_config)
+        return entry, builder
+    try:
+        builder = tfds.core.read_only_builder.builder_from_files(tfds_name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise FileNotFoundError(
+            f"dataset {tfds_name} is not prepared in {data_dir or 'the TFDS data dir'}. "
+            f"Prepare it with `tfds build {tfds_name} --file_format=array_record` (building a "
+            "catalogue dataset may need TensorFlow on the machine that builds it; jaxseg "
+            "reads the files without it)."
+        ) from e
+    formats = {f.value for f in builder.info.available_file_formats()} or {
+        builder.info.file_format.value if builder.info.file_format else None
+    }
+    if "array_record" not in formats:
+        raise ValueError(
+            f"dataset {tfds_name} in {builder.data_dir} is stored as {sorted(map(str, formats))}; "
+            "random access needs array_record: rebuild with --file_format=array_record or "
+            "convert with `tfds convert_format`"
+        )
+    return entry, builder
+
+
+def dataset_info(
+    name: str,
+    task: str | None = None,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    config=None,
+    manual_dir: str | os.PathLike | None = None,
+) -> DatasetInfo:
+    """Returns the classes of dataset `name` (see `DatasetInfo`).
+
+    Args:
+      name: a loader dataset name (see the module docstring), optionally with "/config".
+      task: "semantic" or "instance"; None picks the dataset's only task ("semantic" for
+        `jaxseg_shapes`).
+      data_dir, config, manual_dir: as for the loaders; only used by datasets whose class
+        names come from the data (COCO-format categories, catalogue label names), which
+        are then prepared or opened.
+    """
+    entry, _ = _resolve(name, config)
+    if task is None:
+        task = SEMANTIC if SEMANTIC in entry.adapters else INSTANCE
+    require_task(name, task)
+    names, category_ids = entry.class_names, None
+    if names is None:
+        _, builder = load_builder(name, data_dir=data_dir, config=config, manual_dir=manual_dir)
+        names = entry.class_names_from(builder)
+        if "category_ids" in builder.info.metadata:
+            category_ids = tuple(builder.info.metadata["category_ids"])
+    return DatasetInfo(
+        name=name,
+        task=task,
+        semantic=ClassInfo(SEMANTIC, names[SEMANTIC]) if SEMANTIC in names else None,
+        instance=(
+            ClassInfo(INSTANCE, names[INSTANCE], category_ids) if INSTANCE in names else None
+        ),
+    )
