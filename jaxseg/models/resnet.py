@@ -21,6 +21,7 @@ sit in 'params', so mask them out of weight decay with `trainable_mask`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -30,7 +31,7 @@ from jax.typing import ArrayLike
 
 from jaxseg.models.vgg import scaled_channels
 
-__all__ = ["FrozenBatchNorm", "ResNet", "trainable_mask"]
+__all__ = ["FrozenBatchNorm", "GroupNorm", "ResNet", "trainable_mask"]
 
 # depth -> (bottleneck blocks?, blocks per stage)
 _DEPTHS = {
@@ -40,7 +41,7 @@ _DEPTHS = {
     101: (True, (3, 4, 23, 3)),
     152: (True, (3, 8, 36, 3)),
 }
-_NORMS = ("batch", "frozen")
+_NORMS = ("batch", "frozen", "group")
 _EPSILON = 1e-5  # torch BatchNorm2d / FrozenBatchNorm2d
 
 
@@ -67,9 +68,36 @@ class FrozenBatchNorm(nn.Module, kw_only=True):
         return x * multiplier.astype(self.dtype) + (bias - mean * multiplier).astype(self.dtype)
 
 
+class GroupNorm(nn.Module, kw_only=True):
+    """Returns GroupNorm of `x [..., C]` with gcd(32, C) groups (32 for the real widths).
+
+    Variables `params: scale, bias` as the other norms, so `trainable_mask` treats it alike.
+    """
+
+    groups: int = 32
+    epsilon: float = _EPSILON
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (channels,))
+        bias = self.param("bias", nn.initializers.zeros, (channels,))
+        groups = math.gcd(self.groups, channels)
+        # Statistics in float32 whatever the compute dtype.
+        y = x.astype(jnp.float32).reshape(*x.shape[:-1], groups, channels // groups)
+        axes = (*range(1, y.ndim - 2), y.ndim - 1)
+        mean = jnp.mean(y, axis=axes, keepdims=True)
+        var = jnp.var(y, axis=axes, keepdims=True)
+        y = ((y - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+        return (y * scale + bias).astype(self.dtype)
+
+
 def _norm(kind: str, train: bool, dtype: Any, name: str) -> nn.Module:
     if kind == "frozen":
         return FrozenBatchNorm(dtype=dtype, name=name)
+    if kind == "group":
+        return GroupNorm(dtype=dtype, name=name)
     return nn.BatchNorm(
         use_running_average=not train, momentum=0.9, epsilon=_EPSILON, dtype=dtype, name=name
     )
@@ -137,8 +165,9 @@ class ResNet(nn.Module, kw_only=True):
       width: channel multiplier (1.0 is the real network: stem 64, stages 64..512 planes).
       replace_stride_with_dilation: for layer2, layer3, layer4, as torchvision's.
         (torchvision refuses dilation in basic blocks; here they dilate both 3x3 convs.)
-      norm: 'batch' (BatchNorm, batch statistics when training, running ones otherwise)
-        or 'frozen' (`FrozenBatchNorm`: running statistics and fixed affine, always).
+      norm: 'batch' (BatchNorm, batch statistics when training, running ones otherwise),
+        'frozen' (`FrozenBatchNorm`: running statistics and fixed affine, always) or
+        'group' (`GroupNorm`, 32 groups, trained; no batch statistics).
       frozen_stages: how many leading stages get no gradient: 0 none, 1 the stem,
         2 stem and layer1, ... 5 all.
       dtype: compute dtype; parameters stay float32.
