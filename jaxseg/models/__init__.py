@@ -13,16 +13,20 @@ import flax.linen as nn
 
 from jaxseg.models.fcn import FCN, MIN_SIZE
 from jaxseg.models.fcn_resnet import FCNHead, FCNResNet
+from jaxseg.models.fpn import FPN
 from jaxseg.models.losses import IGNORE_LABEL, softmax_cross_entropy
+from jaxseg.models.mask_rcnn import MaskRCNN, mask_rcnn_trainable_mask
 from jaxseg.models.resnet import FrozenBatchNorm, ResNet, trainable_mask
 from jaxseg.models.upsampling import BilinearUpsample, bilinear_kernel, resize_bilinear
 from jaxseg.models.vgg import VGG16
 
 __all__ = [
     "FCN",
+    "FPN",
     "IGNORE_LABEL",
     "MIN_SIZE",
     "MODELS",
+    "MaskRCNN",
     "VGG16",
     "BilinearUpsample",
     "FCNHead",
@@ -31,6 +35,7 @@ __all__ = [
     "ResNet",
     "bilinear_kernel",
     "build_model",
+    "mask_rcnn_trainable_mask",
     "resize_bilinear",
     "softmax_cross_entropy",
     "trainable_mask",
@@ -44,6 +49,10 @@ MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     "fcn8s_atonce": (FCN, {"stride": 8, "skip_scaling": True}),
     "fcn_resnet50": (FCNResNet, {"depth": 50}),
     "fcn_resnet101": (FCNResNet, {"depth": 101}),
+    "mask_rcnn_resnet18_fpn": (MaskRCNN, {"depth": 18}),
+    "mask_rcnn_resnet34_fpn": (MaskRCNN, {"depth": 34}),
+    "mask_rcnn_resnet50_fpn": (MaskRCNN, {"depth": 50}),
+    "mask_rcnn_resnet101_fpn": (MaskRCNN, {"depth": 101}),
 }
 
 

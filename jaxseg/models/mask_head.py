@@ -1,7 +1,9 @@
 """The Mask R-CNN mask head: four 3x3 convs, a 2x transposed conv, per-class mask logits.
 
 Names map onto torchvision's `roi_heads.mask_head.{0..3}.0` (`mask_fcn1..4` here) and
-`roi_heads.mask_predictor.{conv5_mask, mask_fcn_logits}`.
+`roi_heads.mask_predictor.{conv5_mask, mask_fcn_logits}`. Flax's `ConvTranspose` does not
+flip its kernel: `conv5_mask` kernel [kh, kw, in, out] = torch weight [in, out, kh, kw]
+permuted (2, 3, 0, 1) and flipped in kh and kw (tested against torchvision).
 """
 
 from __future__ import annotations

@@ -68,8 +68,7 @@ def test_mask_loss_matches_torch_bce_on_positives():
     expected = F.binary_cross_entropy_with_logits(
         torch.from_numpy(logits[valid]), torch.from_numpy(targets[valid])
     )
-    np.testing.assert_allclose(float(mask_loss(logits, targets, valid)), expected.item(),
-                               rtol=1e-5)
+    np.testing.assert_allclose(float(mask_loss(logits, targets, valid)), expected.item(), rtol=1e-5)
     assert float(mask_loss(logits, targets, np.zeros_like(valid))) == 0.0
 
 

@@ -36,7 +36,10 @@ def test_hand_made_thresholds_and_low_quality():
 def test_padded_ground_truth_never_matches():
     iou = np.array([[0.2, 0.8], [0.9, 0.95]], np.float32)  # row 1 is padding
     out = match(
-        iou, np.array([True, False]), high_threshold=0.7, low_threshold=0.3,
+        iou,
+        np.array([True, False]),
+        high_threshold=0.7,
+        low_threshold=0.3,
         allow_low_quality_matches=True,
     )
     np.testing.assert_array_equal(np.asarray(out), [BELOW_LOW_THRESHOLD, 0])
@@ -46,8 +49,13 @@ def test_padded_ground_truth_never_matches():
 
 def test_zero_overlap_ground_truth_claims_nothing():
     iou = np.array([[0.0, 0.0, 0.0], [0.1, 0.8, 0.0]], np.float32)
-    out = match(iou, np.array([True, True]), high_threshold=0.7, low_threshold=0.3,
-                allow_low_quality_matches=True)
+    out = match(
+        iou,
+        np.array([True, True]),
+        high_threshold=0.7,
+        low_threshold=0.3,
+        allow_low_quality_matches=True,
+    )
     np.testing.assert_array_equal(np.asarray(out), [BELOW_LOW_THRESHOLD, 1, BELOW_LOW_THRESHOLD])
 
 
@@ -57,8 +65,9 @@ def test_matches_torchvision_on_random_matrices(allow_low, high, low):
     rng = np.random.default_rng(0)
     reference = det_utils.Matcher(high, low, allow_low_quality_matches=allow_low)
     jitted = jax.jit(
-        lambda q, v: match(q, v, high_threshold=high, low_threshold=low,
-                           allow_low_quality_matches=allow_low)
+        lambda q, v: match(
+            q, v, high_threshold=high, low_threshold=low, allow_low_quality_matches=allow_low
+        )
     )
     m, rows = 50, 8  # one compiled shape; the real row count varies under the padding
     for trial in range(20):

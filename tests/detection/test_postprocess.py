@@ -27,16 +27,25 @@ def test_select_proposals_matches_torchvision_filter_proposals():
     deltas = (rng.normal(size=(num, 4)) * 0.3).astype(np.float32)
     deltas[::7, 2] = -12.0  # tiny boxes, dropped by min_size
     pre, post = 150, 60
-    fn = jax.jit(lambda o, d: select_proposals(o, d, anchors, level_sizes, IMAGE,
-                                               pre_nms_top_n=pre, post_nms_top_n=post))
+    fn = jax.jit(
+        lambda o, d: select_proposals(
+            o, d, anchors, level_sizes, IMAGE, pre_nms_top_n=pre, post_nms_top_n=post
+        )
+    )
     boxes, scores, valid = (np.asarray(a) for a in fn(objectness, deltas))
     assert boxes.shape == (post, 4) and scores.shape == valid.shape == (post,)
 
     generator = AnchorGenerator(((16,), (32,), (64,)), ((0.5, 1.0, 2.0),) * 3)
     rpn = tv_rpn.RegionProposalNetwork(
-        generator, torch.nn.Identity(), 0.7, 0.3, 256, 0.5,
+        generator,
+        torch.nn.Identity(),
+        0.7,
+        0.3,
+        256,
+        0.5,
         pre_nms_top_n={"training": pre, "testing": pre},
-        post_nms_top_n={"training": post, "testing": post}, nms_thresh=0.7,
+        post_nms_top_n={"training": post, "testing": post},
+        nms_thresh=0.7,
     ).eval()
     decoded = rpn.box_coder.decode(torch.from_numpy(deltas), [torch.from_numpy(anchors)])
     ref_boxes, ref_scores = rpn.filter_proposals(
@@ -63,8 +72,9 @@ def test_detect_boxes_matches_torchvision_postprocess():
     boxes, scores, classes, valid = (
         np.asarray(a) for a in fn(logits, regression, proposals, proposal_valid)
     )
-    heads = tv_roi_heads.RoIHeads(None, None, None, 0.5, 0.5, 512, 0.25, (10.0, 10.0, 5.0, 5.0),
-                                  0.05, 0.5, detections)
+    heads = tv_roi_heads.RoIHeads(
+        None, None, None, 0.5, 0.5, 512, 0.25, (10.0, 10.0, 5.0, 5.0), 0.05, 0.5, detections
+    )
     keep = proposal_valid
     ref_boxes, ref_scores, ref_labels = heads.postprocess_detections(
         torch.from_numpy(logits[keep]),

@@ -8,8 +8,9 @@ from jaxseg.detection import sample_balanced
 
 
 def _run(labels, num_samples, fraction, seed=0):
-    fn = jax.jit(lambda k, x: sample_balanced(k, x, num_samples=num_samples,
-                                              positive_fraction=fraction))
+    fn = jax.jit(
+        lambda k, x: sample_balanced(k, x, num_samples=num_samples, positive_fraction=fraction)
+    )
     return [np.asarray(a) for a in fn(jax.random.key(seed), np.asarray(labels))]
 
 
@@ -38,8 +39,9 @@ def test_no_ground_truth_gives_only_negatives():
 def test_choice_is_uniform():
     labels = np.zeros(10, np.int32)
     counts = np.zeros(10)
-    fn = jax.jit(jax.vmap(lambda k: sample_balanced(k, labels, num_samples=3,
-                                                    positive_fraction=0.5)[0]))
+    fn = jax.jit(
+        jax.vmap(lambda k: sample_balanced(k, labels, num_samples=3, positive_fraction=0.5)[0])
+    )
     picks = np.asarray(fn(jax.random.split(jax.random.key(1), 2000)))
     np.add.at(counts, picks.reshape(-1), 1)
     np.testing.assert_allclose(counts / 2000, 0.3, atol=0.04)

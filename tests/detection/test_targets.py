@@ -14,8 +14,9 @@ GT_VALID = np.array([True, True, False])
 
 
 def test_rpn_targets_round_trip_and_labels():
-    anchors = np.concatenate(ops.generate_anchors([(16, 16), (8, 8)], (64, 64),
-                                                  sizes=((16,), (32,))))
+    anchors = np.concatenate(
+        ops.generate_anchors([(16, 16), (8, 8)], (64, 64), sizes=((16,), (32,)))
+    )
     labels, deltas = jax.jit(rpn_targets)(anchors, GT, GT_VALID)
     labels, deltas = np.asarray(labels), np.asarray(deltas)
     iou = np.asarray(ops.box_iou(GT[:2], anchors))
@@ -45,8 +46,11 @@ def test_sample_rois_appends_ground_truth_and_encodes_targets():
     prop_valid = np.ones(40, bool)
     prop_valid[5:10] = False
     classes = np.array([2, 3, 0])
-    fn = jax.jit(lambda k: sample_rois(k, proposals, prop_valid, GT, classes, GT_VALID,
-                                       num_samples=16, positive_fraction=0.5))
+    fn = jax.jit(
+        lambda k: sample_rois(
+            k, proposals, prop_valid, GT, classes, GT_VALID, num_samples=16, positive_fraction=0.5
+        )
+    )
     s = jax.tree_util.tree_map(np.asarray, fn(jax.random.key(0)))
     pos = s.labels > 0
     candidates = np.concatenate([proposals[prop_valid], GT[:2]])
@@ -66,8 +70,15 @@ def test_sample_rois_appends_ground_truth_and_encodes_targets():
 
 def test_sample_rois_with_no_ground_truth():
     proposals = np.array([[0, 0, 10, 10], [5, 5, 20, 20]], np.float32)
-    s = sample_rois(jax.random.key(0), proposals, np.ones(2, bool), np.zeros((3, 4), np.float32),
-                    np.zeros(3, np.int32), np.zeros(3, bool), num_samples=4)
+    s = sample_rois(
+        jax.random.key(0),
+        proposals,
+        np.ones(2, bool),
+        np.zeros((3, 4), np.float32),
+        np.zeros(3, np.int32),
+        np.zeros(3, bool),
+        num_samples=4,
+    )
     np.testing.assert_array_equal(np.asarray(s.valid), [1, 1, 0, 0])
     assert (np.asarray(s.labels) == 0).all() and np.isfinite(np.asarray(s.box_targets)).all()
 
@@ -106,5 +117,6 @@ def test_all_zero_masks_give_zero_targets():
 
 def test_mask_targets_bad_format():
     with pytest.raises(ValueError, match="mask_format"):
-        mask_targets(np.zeros((1, 8, 8)), GT[:1], GT[:1], np.zeros(1, np.int32),
-                     mask_format="polygon")
+        mask_targets(
+            np.zeros((1, 8, 8)), GT[:1], GT[:1], np.zeros(1, np.int32), mask_format="polygon"
+        )
