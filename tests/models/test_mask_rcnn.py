@@ -144,7 +144,7 @@ def test_sgd_steps_reduce_every_loss(tiny):
     update = jax.jit(optimizer.update)
     (_, first), _ = grad_fn(params, images, gt, key)
     for _ in range(30):
-        (_, losses), grads = grad_fn(params, images, gt, key)
+        _, grads = grad_fn(params, images, gt, key)
         updates, state = update(grads, state, params)
         params = optax.apply_updates(params, updates)
     (_, last), _ = grad_fn(params, images, gt, key)

@@ -1,0 +1,208 @@
+"""Mask R-CNN R50-FPN: jaxseg vs torchvision on this machine, side by side.
+
+    JAX_PLATFORMS=cpu PYTHONPATH=. python benchmarks/mask_rcnn.py [--steps 3] [--size 512]
+
+Batch 2 at size x size, five ground-truth objects per image, 91 classes (torchvision's
+COCO head), torchvision's defaults otherwise (jaxseg with `aligned=False`, fixed counts:
+2000 proposals, 512 RoIs, 128 mask RoIs per image; torchvision with min_size = max_size =
+size so both see the same pixels). Each framework runs in its own process, so peak memory
+is that process's maximum resident set. Train step: forward, backward and an SGD update
+(momentum 0.9); inference: batch 2, eval mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+BATCH, OBJECTS, CLASSES = 2, 5, 90
+
+
+def _data(size: int):
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(BATCH, size, size, 3)).astype(np.float32)
+    xy = rng.uniform(0, size * 0.6, (BATCH, OBJECTS, 2))
+    wh = rng.uniform(size * 0.1, size * 0.4, (BATCH, OBJECTS, 2))
+    boxes = np.concatenate([xy, xy + wh], -1).astype(np.float32)
+    classes = rng.integers(1, CLASSES + 1, (BATCH, OBJECTS))
+    return images, boxes, classes
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_jax(size: int, steps: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from jaxseg.detection import Instances, total_loss
+    from jaxseg.models import MaskRCNN
+
+    images, boxes, classes = _data(size)
+    masks = np.ones((BATCH, OBJECTS, 112, 112), np.uint8)  # the loader's crop format
+    gt = Instances(
+        boxes=jnp.asarray(boxes),
+        classes=jnp.asarray(classes, jnp.int32),
+        masks=jnp.asarray(masks),
+        valid=jnp.ones((BATCH, OBJECTS), bool),
+    )
+    model = MaskRCNN(num_classes=CLASSES)
+    variables = jax.jit(lambda k: model.init({"params": k}, images, train=False))(jax.random.key(0))
+    optimizer = optax.sgd(0.02, momentum=0.9)
+    opt_state = optimizer.init(variables["params"])
+
+    def step(params, opt_state, images, gt, key):
+        def loss_fn(p):
+            _, losses = model.apply(
+                {**variables, "params": p}, images, gt, train=True, rngs={"sampling": key}
+            )
+            return total_loss(losses)
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    t = time.perf_counter()
+    compiled = (
+        jax.jit(step, donate_argnums=(0, 1))
+        .lower(variables["params"], opt_state, images, gt, jax.random.key(1))
+        .compile()
+    )
+    compile_s = time.perf_counter() - t
+    params = variables["params"]
+    times = []
+    for i in range(steps + 1):
+        t = time.perf_counter()
+        params, opt_state, loss = compiled(params, opt_state, images, gt, jax.random.key(i))
+        loss.block_until_ready()
+        times.append(time.perf_counter() - t)
+    infer = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    variables = {**variables, "params": params}
+    t = time.perf_counter()
+    jax.block_until_ready(infer(variables, images))
+    infer_compile_s = time.perf_counter() - t
+    infer_times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        jax.block_until_ready(infer(variables, images))
+        infer_times.append(time.perf_counter() - t)
+    return {
+        "compile_s": compile_s,
+        "infer_compile_s": infer_compile_s,
+        "step_s": float(np.median(times[1:])),
+        "infer_s": float(np.median(infer_times)),
+        "peak_mb": _peak_mb(),
+        "loss": float(loss),
+    }
+
+
+def run_torch(size: int, steps: int) -> dict:
+    import torch
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    torch.manual_seed(0)
+    images, boxes, classes = _data(size)
+    model = maskrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=CLASSES + 1, min_size=size, max_size=size
+    )
+    inputs = [torch.from_numpy(im).permute(2, 0, 1).contiguous() for im in images]
+    targets = []
+    for b in range(BATCH):
+        m = np.zeros((OBJECTS, size, size), np.uint8)
+        for n, (x1, y1, x2, y2) in enumerate(boxes[b].astype(int)):
+            m[n, y1:y2, x1:x2] = 1
+        targets.append(
+            {
+                "boxes": torch.from_numpy(boxes[b]),
+                "labels": torch.from_numpy(classes[b]).long(),
+                "masks": torch.from_numpy(m),
+            }
+        )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    model.train()
+    times = []
+    for _ in range(steps + 1):
+        t = time.perf_counter()
+        losses = model(inputs, targets)
+        loss = sum(losses.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - t)
+    model.eval()
+    infer_times = []
+    with torch.no_grad():
+        model(inputs)
+        for _ in range(steps):
+            t = time.perf_counter()
+            model(inputs)
+            infer_times.append(time.perf_counter() - t)
+    return {
+        "step_s": float(np.median(times[1:])),
+        "first_step_s": times[0],
+        "infer_s": float(np.median(infer_times)),
+        "peak_mb": _peak_mb(),
+        "threads": torch.get_num_threads(),
+        "loss": float(loss),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--framework", choices=["jax", "torch"], default=None)
+    args = parser.parse_args()
+    if args.framework:
+        fn = run_jax if args.framework == "jax" else run_torch
+        print(json.dumps(fn(args.size, args.steps)))
+        return
+    results = {}
+    for framework in ("jax", "torch"):
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--framework",
+                framework,
+                "--steps",
+                str(args.steps),
+                "--size",
+                str(args.size),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=os.environ,
+        )
+        results[framework] = json.loads(out.stdout.strip().splitlines()[-1])
+    j, t = results["jax"], results["torch"]
+    print(
+        f"Mask R-CNN R50-FPN, batch {BATCH}, {args.size}x{args.size}, {OBJECTS} objects/image, "
+        f"median of {args.steps} steps after one warm-up"
+    )
+    print(f"{'':24s}{'jaxseg':>12s}{'torchvision':>14s}{'ratio':>8s}")
+    rows = [
+        ("train step (s)", j["step_s"], t["step_s"]),
+        ("inference (s)", j["infer_s"], t["infer_s"]),
+        ("peak memory (MB)", j["peak_mb"], t["peak_mb"]),
+    ]
+    for name, a, b in rows:
+        print(f"{name:24s}{a:12.2f}{b:14.2f}{a / b:8.2f}")
+    print(f"{'compile train (s)':24s}{j['compile_s']:12.1f}{'-':>14s}")
+    print(f"{'compile inference (s)':24s}{j['infer_compile_s']:12.1f}{'-':>14s}")
+    print(f"torchvision first step {t['first_step_s']:.2f} s, {t['threads']} threads")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
