@@ -99,13 +99,18 @@ def test_paste_detection_masks():
         masks=masks,
         valid=jnp.array([[True, False]]),
     )
-    pasted = np.asarray(jax.jit(lambda d: paste_detection_masks(d, (40, 50), threshold=0.5))(dets))
+    paste = jax.jit(paste_detection_masks, static_argnums=1, static_argnames="threshold")
+    pasted = np.asarray(paste(dets, (40, 50), threshold=0.5))
     assert pasted.shape == (1, 2, 40, 50) and not pasted[0, 1].any()
-    direct = np.asarray(ops.paste_masks_in_image(masks[0, :1], dets.boxes[0, :1], (40, 50)))
+    direct = np.asarray(
+        jax.jit(ops.paste_masks_in_image, static_argnums=2)(
+            masks[0, :1], dets.boxes[0, :1], (40, 50)
+        )
+    )
     np.testing.assert_array_equal(pasted[0, 0], direct[0] >= 0.5)
     ys, xs = np.nonzero(pasted[0, 0])
     assert 9 <= xs.min() <= 11 and 29 <= xs.max() <= 31 and 9 <= ys.min() <= 11
     # Halving the scale maps the boxes to twice the size.
-    half = paste_detection_masks(dets, (40, 70), scale=jnp.array([0.5]), threshold=0.5)
+    half = paste(dets, (40, 70), scale=jnp.array([0.5]), threshold=0.5)
     xs = np.nonzero(np.asarray(half)[0, 0])[1]
     assert 19 <= xs.min() <= 21 and 59 <= xs.max() <= 61
