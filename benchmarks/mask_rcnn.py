@@ -7,7 +7,11 @@ COCO head), torchvision's defaults otherwise (jaxseg with `aligned=False`, fixed
 2000 proposals, 512 RoIs, 128 mask RoIs per image; torchvision with min_size = max_size =
 size so both see the same pixels). Each framework runs in its own process, so peak memory
 is that process's maximum resident set. Train step: forward, backward and an SGD update
-(momentum 0.9); inference: batch 2, eval mode.
+(momentum 0.9, lr 1e-3); inference: batch 2, eval mode. torchvision is built as
+`maskrcnn_resnet50_fpn` builds it for training from ImageNet weights (frozen BatchNorm,
+stem and layer1 frozen: jaxseg's defaults) with random weights; `--torch-default` takes
+`maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)` instead (BatchNorm, every
+stage trained).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 import numpy as np
 
 BATCH, OBJECTS, CLASSES = 2, 5, 90
+LR = 1e-3  # small: random weights without warm-up diverge at 0.02
 
 
 def _data(size: int):
@@ -60,7 +65,7 @@ def run_jax(size: int, steps: int) -> dict:
     variables = jax.jit(lambda k: model.init({"params": k}, images, train=False))(
         jax.random.key(0, impl="rbg")
     )
-    optimizer = optax.sgd(0.02, momentum=0.9)
+    optimizer = optax.sgd(LR, momentum=0.9)
     opt_state = optimizer.init(variables["params"])
 
     def step(params, opt_state, images, gt, key):
@@ -110,15 +115,30 @@ def run_jax(size: int, steps: int) -> dict:
     }
 
 
-def run_torch(size: int, steps: int) -> dict:
+def run_torch(size: int, steps: int, torch_default: bool = False) -> dict:
     import torch
+    from torchvision.models import resnet50
     from torchvision.models.detection import maskrcnn_resnet50_fpn
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.models.detection.mask_rcnn import MaskRCNN
+    from torchvision.ops import misc
 
     torch.manual_seed(0)
     images, boxes, classes = _data(size)
-    model = maskrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=CLASSES + 1, min_size=size, max_size=size
-    )
+    if torch_default:
+        # weights=None makes torchvision train every stage with ordinary BatchNorm.
+        model = maskrcnn_resnet50_fpn(
+            weights=None,
+            weights_backbone=None,
+            num_classes=CLASSES + 1,
+            min_size=size,
+            max_size=size,
+        )
+    else:
+        # What maskrcnn_resnet50_fpn builds for training from ImageNet weights (frozen
+        # BatchNorm, stem and layer1 frozen), as jaxseg's default; the weights stay random.
+        backbone = _resnet_fpn_extractor(resnet50(norm_layer=misc.FrozenBatchNorm2d), 3)
+        model = MaskRCNN(backbone, num_classes=CLASSES + 1, min_size=size, max_size=size)
     inputs = [torch.from_numpy(im).permute(2, 0, 1).contiguous() for im in images]
     targets = []
     for b in range(BATCH):
@@ -132,7 +152,9 @@ def run_torch(size: int, steps: int) -> dict:
                 "masks": torch.from_numpy(m),
             }
         )
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=LR, momentum=0.9
+    )
     model.train()
     times = []
     for _ in range(steps + 1):
@@ -166,10 +188,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--framework", choices=["jax", "torch"], default=None)
+    parser.add_argument(
+        "--torch-default",
+        action="store_true",
+        help="torchvision's maskrcnn_resnet50_fpn(weights=None): BatchNorm, all stages trained",
+    )
     args = parser.parse_args()
     if args.framework:
-        fn = run_jax if args.framework == "jax" else run_torch
-        print(json.dumps(fn(args.size, args.steps)))
+        if args.framework == "jax":
+            print(json.dumps(run_jax(args.size, args.steps)))
+        else:
+            print(json.dumps(run_torch(args.size, args.steps, args.torch_default)))
         return
     results = {}
     for framework in ("jax", "torch"):

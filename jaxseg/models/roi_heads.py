@@ -234,5 +234,8 @@ class RoIHeads(nn.Module, kw_only=True):
                 aligned=self.aligned,
             )
         )(gt.masks, gt.boxes, mask_boxes, samples.matched[:, :num_mask])
+        # Background slots are matched to instance 0, possibly padding: keep them exactly 0
+        # so nothing but finite numbers reaches the loss's gradient.
+        targets = jnp.where(mask_valid[:, :, None, None], targets, 0.0)
         losses["mask"] = det_losses.mask_loss(mask_logits, targets, mask_valid)
         return None, losses

@@ -86,9 +86,9 @@ def test_mask_head_matches_torchvision():
             p = params[f"mask_fcn{i + 1}"]
             ref_heads[i][0].weight.copy_(_t(np.asarray(p["kernel"]).transpose(3, 2, 0, 1)))
             ref_heads[i][0].bias.copy_(_t(p["bias"]))
-        # Flax's ConvTranspose (no kernel flip) [kh, kw, in, out] <- torch [in, out, kh, kw].
+        # conv5_mask: kernel [kh, kw, in, out] <- torch's ConvTranspose2d weight [in, out, kh, kw].
         k = np.asarray(params["conv5_mask"]["kernel"])
-        ref_pred.conv5_mask.weight.copy_(_t(k.transpose(2, 3, 0, 1)[:, :, ::-1, ::-1].copy()))
+        ref_pred.conv5_mask.weight.copy_(_t(k.transpose(2, 3, 0, 1)))
         ref_pred.conv5_mask.bias.copy_(_t(params["conv5_mask"]["bias"]))
         p = params["mask_fcn_logits"]
         ref_pred.mask_fcn_logits.weight.copy_(_t(np.asarray(p["kernel"]).transpose(3, 2, 0, 1)))
