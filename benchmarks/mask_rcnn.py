@@ -46,7 +46,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_jax(size: int, steps: int, frozen: bool = False) -> dict:
+def run_jax(size: int, steps: int, frozen: bool = False, mask_rois: int = 128) -> dict:
     import jax
     import jax.numpy as jnp
     import optax
@@ -63,9 +63,14 @@ def run_jax(size: int, steps: int, frozen: bool = False) -> dict:
         valid=jnp.ones((BATCH, OBJECTS), bool),
     )
     if frozen:
-        model = MaskRCNN(num_classes=CLASSES)
+        model = MaskRCNN(num_classes=CLASSES, mask_rois_per_image=mask_rois)
     else:
-        model = MaskRCNN(num_classes=CLASSES, backbone_norm="batch", frozen_stages=0)
+        model = MaskRCNN(
+            num_classes=CLASSES,
+            backbone_norm="batch",
+            frozen_stages=0,
+            mask_rois_per_image=mask_rois,
+        )
     # 'rbg' keys: threefry initialisers compile slowly on CPU (init is not measured).
     variables = jax.jit(lambda k: model.init({"params": k}, images, train=False))(
         jax.random.key(0, impl="rbg")
@@ -206,6 +211,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--framework", choices=["jax", "torch"], default=None)
     parser.add_argument(
+        "--mask-rois", type=int, default=128, help="jaxseg's fixed mask RoIs per image"
+    )
+    parser.add_argument(
         "--frozen",
         action="store_true",
         help="frozen BatchNorm, stem and layer1 frozen (fine-tuning set-up) in both",
@@ -213,7 +221,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.framework:
         if args.framework == "jax":
-            print(json.dumps(run_jax(args.size, args.steps, args.frozen)))
+            print(json.dumps(run_jax(args.size, args.steps, args.frozen, args.mask_rois)))
         else:
             print(json.dumps(run_torch(args.size, args.steps, args.frozen)))
         return
