@@ -80,16 +80,21 @@ def test_parity_with_torchvision_fcn_resnet50():
     # BN tensors is exercised: random affine, then running statistics of one batch.
     for module in net.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
-            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(module.weight, 0.2, 0.6)
             torch.nn.init.normal_(module.bias, 0.0, 0.2)
             module.momentum = None  # cumulative average: one batch sets the statistics
-    images = torch.randn(2, 3, 65, 47)
+    images = torch.randn(2, 3, 65, 47)  # odd, non-square: the final resize is 9x6 -> 65x47
     net.train()
     with torch.no_grad():
         net(images)
     net.eval()
+    # The reference is torch in float64: a deep random network amplifies float32 rounding,
+    # so torch's own float32 logits already differ from it by a few 1e-5.
     with torch.no_grad():
-        expected = {k: v.permute(0, 2, 3, 1).numpy() for k, v in net(images).items()}
+        expected = {
+            k: v.permute(0, 2, 3, 1).numpy() for k, v in net.double()(images.double()).items()
+        }
+    net.float()
 
     model = build_model("fcn_resnet50", num_classes=num_classes, aux_loss=True)
     variables = _torch_state_to_variables(net.state_dict())
