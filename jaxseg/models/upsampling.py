@@ -85,7 +85,9 @@ def conv_transpose(x: ArrayLike, kernel: ArrayLike, *, stride: int) -> jax.Array
     )
 
 
-def deconv_matrix(in_size: int, *, factor: int, offset: int = 0, out_size: int | None = None):
+def deconv_matrix(
+    in_size: int, *, factor: int, offset: int = 0, out_size: int | None = None
+) -> np.ndarray:
     """Returns `[out_size, in_size]`: 1-D bilinear transposed convolution, then a crop.
 
     Row p is output pixel `offset + p` of the transposed convolution with stride `factor`
