@@ -1,5 +1,7 @@
 """FCN-ResNet: shapes, train mode, and parity with torchvision's fcn_resnet50."""
 
+import math
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -109,3 +111,26 @@ def test_parity_with_torchvision_fcn_resnet50():
         error = np.abs(np.asarray(got[key]) - expected[key]).max() / scale
         assert scale > 1e-2, f"{key}: degenerate reference logits"
         assert error < 1e-4, f"{key}: relative error {error:.2e}"
+
+
+@pytest.mark.parametrize(
+    ("name", "documented"), [("fcn_resnet50", 35_322_218), ("fcn_resnet101", 54_314_346)]
+)
+def test_parameter_counts_match_torchvision(name, documented):
+    torch = pytest.importorskip("torch")
+    segmentation = pytest.importorskip("torchvision.models.segmentation")
+    for aux in (False, True):
+        model = build_model(name, num_classes=21, aux_loss=aux)
+        variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+        with torch.device("meta"):  # shapes only
+            net = getattr(segmentation, name)(
+                weights=None, weights_backbone=None, num_classes=21, aux_loss=aux
+            )
+        buffers = [b for k, b in net.named_buffers() if not k.endswith("num_batches_tracked")]
+        assert _count(variables["params"]) == sum(p.numel() for p in net.parameters())
+        assert _count(variables["batch_stats"]) == sum(b.numel() for b in buffers)
+    assert _count(variables["params"]) == documented  # torchvision's weights table, with aux
+
+
+def _count(tree):
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))

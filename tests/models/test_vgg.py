@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg.models import FCN, VGG16
+from jaxseg.models import FCN, VGG16, build_model
 from jaxseg.models.vgg import max_pool_ceil, scaled_channels
 
 # torchvision vgg16: features index of each conv, in order.
@@ -64,7 +64,7 @@ def test_parameters_match_torchvision_vgg16():
     assert _count(params) == torchvision_total - fc8 == 134_260_544
 
 
-def test_fcn32s_parameter_count_at_full_width():
+def test_fcn_parameter_counts_at_full_width():
     model = FCN(num_classes=21, stride=32)
     variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 1, 1, 3)))
     # VGG16 without fc8 (134,260,544) + score_fr (4096 * 21 + 21).
@@ -73,6 +73,13 @@ def test_fcn32s_parameter_count_at_full_width():
     variables = jax.eval_shape(learnable.init, jax.random.key(0), jnp.zeros((1, 1, 1, 3)))
     # + the reference's upscore blob, 64 x 64 x 21 x 21.
     assert _count(variables["params"]) == 134_346_581 + 1_806_336
+    # 16s adds score_pool4 (512 * 21 + 21), 8s also score_pool3 (256 * 21 + 21).
+    for name, count in [("fcn16s", 134_357_354), ("fcn8s", 134_362_751)]:
+        model = build_model(name, num_classes=21)
+        variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 1, 1, 3)))
+        assert (
+            _count(variables["params"]) == count == 134_346_581 + 10_773 + (name == "fcn8s") * 5_397
+        )
 
 
 def test_dropout_only_in_training(random_variables):
