@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["transplant"]
@@ -48,7 +49,7 @@ def transplant(source: Any, target: Any) -> tuple[Any, list[str]]:
                 f"{np.shape(leaf)} in the target"
             )
         copied.append(name)
-        return jax.numpy.asarray(node, dtype=leaf.dtype)
+        return jnp.asarray(node, dtype=leaf.dtype)
 
     merged = jax.tree_util.tree_map_with_path(take, target)
     return merged, copied
