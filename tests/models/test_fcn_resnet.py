@@ -11,46 +11,6 @@ import pytest
 from jaxseg.models import FCNResNet, build_model
 
 
-def _torch_state_to_variables(state_dict):
-    """Maps a torchvision FCN state dict onto FCNResNet's variables (test-local converter)."""
-    head_names = {"0": "conv", "1": "bn", "4": "score"}
-    params, stats = {}, {}
-    for key, tensor in state_dict.items():
-        *path, leaf = key.split(".")
-        if leaf == "num_batches_tracked":
-            continue
-        names = []
-        i = 0
-        while i < len(path):
-            part = path[i]
-            if part.startswith("layer"):  # layer1.0 -> layer1_0
-                names.append(f"{part}_{path[i + 1]}")
-                i += 2
-            elif part == "downsample":  # downsample.0 / .1 -> downsample_conv / _bn
-                names.append("downsample_conv" if path[i + 1] == "0" else "downsample_bn")
-                i += 2
-            elif part in ("classifier", "aux_classifier"):
-                names += [part, head_names[path[i + 1]]]
-                i += 2
-            else:
-                names.append(part)
-                i += 1
-        value = tensor.detach().numpy()
-        if leaf == "weight" and value.ndim == 4:
-            target, leaf_name, value = params, "kernel", value.transpose(2, 3, 1, 0)
-        elif leaf == "weight":
-            target, leaf_name = params, "scale"
-        elif leaf == "bias":
-            target, leaf_name = params, "bias"
-        else:
-            target, leaf_name = stats, {"running_mean": "mean", "running_var": "var"}[leaf]
-        node = target
-        for name in names:
-            node = node.setdefault(name, {})
-        node[leaf_name] = jnp.asarray(value)
-    return {"params": params, "batch_stats": stats}
-
-
 @pytest.mark.parametrize("aux", [False, True])
 @pytest.mark.parametrize("size", [(1, 1), (7, 3), (33, 64), (65, 47)])
 def test_output_shapes(aux, size):
@@ -70,7 +30,7 @@ def test_rejects_bad_images():
         model.init(jax.random.key(0), jnp.zeros((4, 4, 3)))
 
 
-def test_parity_with_torchvision_fcn_resnet50():
+def test_parity_with_torchvision_fcn_resnet50(torchvision_variables):
     torch = pytest.importorskip("torch")
     segmentation = pytest.importorskip("torchvision.models.segmentation")
     torch.manual_seed(0)
@@ -99,7 +59,7 @@ def test_parity_with_torchvision_fcn_resnet50():
     net.float()
 
     model = build_model("fcn_resnet50", num_classes=num_classes, aux_loss=True)
-    variables = _torch_state_to_variables(net.state_dict())
+    variables = torchvision_variables(net.state_dict())
     reference = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 65, 47, 3)))
     assert jax.tree.structure(variables) == jax.tree.structure(flax.core.unfreeze(reference))
     shapes = jax.tree.map(lambda a: a.shape, variables)

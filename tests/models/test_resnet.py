@@ -50,31 +50,7 @@ def test_block_names_and_counts():
     assert set(variables["batch_stats"]["layer2_0"]["bn2"]) == {"mean", "var"}
 
 
-def _load_torch_resnet(state_dict):
-    params, stats = {}, {}
-    for key, tensor in state_dict.items():
-        *path, leaf = key.split(".")
-        if leaf == "num_batches_tracked" or path[0] == "fc":
-            continue
-        if path[0].startswith("layer"):
-            path = [f"{path[0]}_{path[1]}", *path[2:]]
-            if path[1] == "downsample":
-                path = [path[0], "downsample_conv" if path[2] == "0" else "downsample_bn"]
-        value = tensor.detach().numpy()
-        if leaf == "weight" and value.ndim == 4:
-            target, leaf, value = params, "kernel", value.transpose(2, 3, 1, 0)
-        elif leaf in ("weight", "bias"):
-            target, leaf = params, {"weight": "scale", "bias": "bias"}[leaf]
-        else:
-            target, leaf = stats, {"running_mean": "mean", "running_var": "var"}[leaf]
-        node = target
-        for name in path:
-            node = node.setdefault(name, {})
-        node[leaf] = jnp.asarray(value)
-    return {"params": params, "batch_stats": stats}
-
-
-def test_resnet18_matches_torchvision():
+def test_resnet18_matches_torchvision(torchvision_variables):
     torch = pytest.importorskip("torch")
     torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(0)
@@ -93,7 +69,7 @@ def test_resnet18_matches_torchvision():
         for i in range(1, 5):
             h = getattr(net, f"layer{i}")(h)
             expected[f"c{i + 1}"] = h.permute(0, 2, 3, 1).numpy()
-    variables = _load_torch_resnet(net.state_dict())
+    variables = torchvision_variables(net.state_dict())
     got = jax.jit(ResNet(depth=18).apply)(variables, images.permute(0, 2, 3, 1).numpy())
     for level, want in expected.items():
         assert got[level].shape == want.shape
