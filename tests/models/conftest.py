@@ -6,7 +6,6 @@ with NumPy from `jax.eval_shape(model.init, ...)` instead.
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -46,47 +45,16 @@ def random_variables():
 
 @pytest.fixture
 def torchvision_variables():
-    """Returns `state_dict -> variables`: torchvision ResNet / FCN weights in our layout.
+    """Returns `state_dict -> variables`: torchvision weights through `jaxseg.convert`.
 
-    The tests' own small converter (`fc`, the ImageNet classifier, is dropped).
+    The arch is told by the state dict's keys (`guess_arch`); the converter is the one
+    torchvision-to-jaxseg mapping in the codebase (ImageNet classifiers lose `fc`).
     """
-    return _torch_state_to_variables
+    from jaxseg.convert import from_torchvision, guess_arch
 
+    def convert(state_dict):
+        arch = guess_arch(set(state_dict))
+        assert arch is not None, "not a torchvision state dict the converter knows"
+        return from_torchvision(state_dict, arch)[1]
 
-def _torch_state_to_variables(state_dict):
-    head_names = {"0": "conv", "1": "bn", "4": "score"}
-    params, stats = {}, {}
-    for key, tensor in state_dict.items():
-        *path, leaf = key.split(".")
-        if leaf == "num_batches_tracked" or path[0] == "fc":
-            continue
-        names = []
-        i = 0
-        while i < len(path):
-            part = path[i]
-            if part.startswith("layer"):  # layer1.0 -> layer1_0
-                names.append(f"{part}_{path[i + 1]}")
-                i += 2
-            elif part == "downsample":  # downsample.0 / .1 -> downsample_conv / _bn
-                names.append("downsample_conv" if path[i + 1] == "0" else "downsample_bn")
-                i += 2
-            elif part in ("classifier", "aux_classifier"):
-                names += [part, head_names[path[i + 1]]]
-                i += 2
-            else:
-                names.append(part)
-                i += 1
-        value = tensor.detach().numpy()
-        if leaf == "weight" and value.ndim == 4:
-            target, leaf_name, value = params, "kernel", value.transpose(2, 3, 1, 0)
-        elif leaf == "weight":
-            target, leaf_name = params, "scale"
-        elif leaf == "bias":
-            target, leaf_name = params, "bias"
-        else:
-            target, leaf_name = stats, {"running_mean": "mean", "running_var": "var"}[leaf]
-        node = target
-        for name in names:
-            node = node.setdefault(name, {})
-        node[leaf_name] = jnp.asarray(value)
-    return {"params": params, "batch_stats": stats}
+    return convert
