@@ -31,7 +31,7 @@ def test_rejects_bad_images():
 
 
 def test_parity_with_torchvision_fcn_resnet50(torchvision_variables):
-    torch = pytest.importorskip("torch")
+    import torch
     segmentation = pytest.importorskip("torchvision.models.segmentation")
     torch.manual_seed(0)
     num_classes = 5
@@ -77,7 +77,7 @@ def test_parity_with_torchvision_fcn_resnet50(torchvision_variables):
     ("name", "documented"), [("fcn_resnet50", 35_322_218), ("fcn_resnet101", 54_314_346)]
 )
 def test_parameter_counts_match_torchvision(name, documented):
-    torch = pytest.importorskip("torch")
+    import torch
     segmentation = pytest.importorskip("torchvision.models.segmentation")
     for aux in (False, True):
         model = build_model(name, num_classes=21, aux_loss=aux)
