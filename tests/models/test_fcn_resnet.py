@@ -32,7 +32,8 @@ def test_rejects_bad_images():
 
 def test_parity_with_torchvision_fcn_resnet50(torchvision_variables):
     import torch
-    segmentation = pytest.importorskip("torchvision.models.segmentation")
+    from torchvision.models import segmentation
+
     torch.manual_seed(0)
     num_classes = 5
     net = segmentation.fcn_resnet50(
@@ -78,7 +79,8 @@ def test_parity_with_torchvision_fcn_resnet50(torchvision_variables):
 )
 def test_parameter_counts_match_torchvision(name, documented):
     import torch
-    segmentation = pytest.importorskip("torchvision.models.segmentation")
+    from torchvision.models import segmentation
+
     for aux in (False, True):
         model = build_model(name, num_classes=21, aux_loss=aux)
         variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))

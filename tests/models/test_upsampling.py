@@ -34,6 +34,7 @@ def test_bilinear_kernel_is_caffe_upsample_filt(size):
 @pytest.mark.parametrize(("stride", "k"), [(2, 4), (3, 5), (8, 16), (1, 3)])
 def test_conv_transpose_matches_torch(stride, k):
     import torch
+
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 5, 4, 3)).astype(np.float32)
     kernel = rng.normal(size=(k, k, 3, 2)).astype(np.float32)  # not symmetric: checks the flip
@@ -125,6 +126,7 @@ def test_deconv_matrix_rejects_crops_outside():
 )
 def test_resize_matrix_is_torch_weights(in_size, out_size):
     import torch
+
     # Column n of torch's weights: resize the one-hot image e_n (C = 1, W = 1).
     eye = torch.eye(in_size).reshape(in_size, 1, in_size, 1)
     torch_weights = torch.nn.functional.interpolate(
@@ -141,6 +143,7 @@ def test_resize_matrix_is_torch_weights(in_size, out_size):
 )
 def test_resize_bilinear_matches_torch_interpolate(size, new_size):
     import torch
+
     x = np.random.default_rng(3).normal(size=(2, 3, *size)).astype(np.float32)
     expected = torch.nn.functional.interpolate(
         torch.from_numpy(x), size=new_size, mode="bilinear", align_corners=False
