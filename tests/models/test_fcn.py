@@ -132,7 +132,8 @@ def _torch_reference(torch, stride, skip_scaling, params):
 def test_matches_the_reference_net_in_torch(name, make_key):
     """Random weights everywhere, random (not bilinear) upsampling kernels: every crop offset,
     every pooled size and the transposed-convolution convention must agree."""
-    torch = pytest.importorskip("torch")
+    import torch
+
     model = build_model(name, num_classes=3, width=TINY, learnable_upsampling=True)
     shapes = jax.eval_shape(model.init, make_key(0), jnp.zeros((1, 1, 1, 3)))["params"]
     rng = np.random.default_rng(1)

@@ -31,8 +31,9 @@ def test_rejects_bad_images():
 
 
 def test_parity_with_torchvision_fcn_resnet50(torchvision_variables):
-    torch = pytest.importorskip("torch")
-    segmentation = pytest.importorskip("torchvision.models.segmentation")
+    import torch
+    from torchvision.models import segmentation
+
     torch.manual_seed(0)
     num_classes = 5
     net = segmentation.fcn_resnet50(
@@ -77,8 +78,9 @@ def test_parity_with_torchvision_fcn_resnet50(torchvision_variables):
     ("name", "documented"), [("fcn_resnet50", 35_322_218), ("fcn_resnet101", 54_314_346)]
 )
 def test_parameter_counts_match_torchvision(name, documented):
-    torch = pytest.importorskip("torch")
-    segmentation = pytest.importorskip("torchvision.models.segmentation")
+    import torch
+    from torchvision.models import segmentation
+
     for aux in (False, True):
         model = build_model(name, num_classes=21, aux_loss=aux)
         variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))

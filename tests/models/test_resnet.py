@@ -51,8 +51,9 @@ def test_block_names_and_counts():
 
 
 def test_resnet18_matches_torchvision(torchvision_variables):
-    torch = pytest.importorskip("torch")
-    torchvision = pytest.importorskip("torchvision")
+    import torch
+    import torchvision
+
     torch.manual_seed(0)
     net = torchvision.models.resnet18(weights=None)
     for module in net.modules():

@@ -33,7 +33,8 @@ def test_bilinear_kernel_is_caffe_upsample_filt(size):
 
 @pytest.mark.parametrize(("stride", "k"), [(2, 4), (3, 5), (8, 16), (1, 3)])
 def test_conv_transpose_matches_torch(stride, k):
-    torch = pytest.importorskip("torch")
+    import torch
+
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 5, 4, 3)).astype(np.float32)
     kernel = rng.normal(size=(k, k, 3, 2)).astype(np.float32)  # not symmetric: checks the flip
@@ -124,7 +125,8 @@ def test_deconv_matrix_rejects_crops_outside():
     ("in_size", "out_size"), [(9, 65), (6, 47), (3, 7), (13, 4), (65, 9), (33, 520), (1, 5), (5, 1)]
 )
 def test_resize_matrix_is_torch_weights(in_size, out_size):
-    torch = pytest.importorskip("torch")
+    import torch
+
     # Column n of torch's weights: resize the one-hot image e_n (C = 1, W = 1).
     eye = torch.eye(in_size).reshape(in_size, 1, in_size, 1)
     torch_weights = torch.nn.functional.interpolate(
@@ -140,7 +142,8 @@ def test_resize_matrix_is_torch_weights(in_size, out_size):
     [((9, 6), (65, 47)), ((1, 1), (3, 2)), ((65, 47), (9, 6)), ((5, 7), (5, 7))],
 )
 def test_resize_bilinear_matches_torch_interpolate(size, new_size):
-    torch = pytest.importorskip("torch")
+    import torch
+
     x = np.random.default_rng(3).normal(size=(2, 3, *size)).astype(np.float32)
     expected = torch.nn.functional.interpolate(
         torch.from_numpy(x), size=new_size, mode="bilinear", align_corners=False

@@ -24,7 +24,8 @@ def _count(tree):
 
 @pytest.mark.parametrize("size", [(1, 1), (2, 3), (5, 4), (7, 9)])
 def test_max_pool_ceil_matches_torch_ceil_mode(size):
-    torch = pytest.importorskip("torch")
+    import torch
+
     x = np.random.default_rng(0).normal(size=(2, 3, *size)).astype(np.float32)
     expected = torch.nn.functional.max_pool2d(torch.from_numpy(x), 2, 2, ceil_mode=True)
     got = max_pool_ceil(jnp.asarray(x.transpose(0, 2, 3, 1)))
@@ -44,8 +45,9 @@ def test_feature_sizes(size):
 
 
 def test_parameters_match_torchvision_vgg16():
-    torch = pytest.importorskip("torch")
-    torchvision = pytest.importorskip("torchvision")
+    import torch
+    import torchvision
+
     with torch.device("meta"):  # shapes only, no 138M-parameter allocation
         reference = torchvision.models.vgg16(weights=None)
     variables = jax.eval_shape(VGG16().init, jax.random.key(0), jnp.zeros((1, 1, 1, 3)))
