@@ -2,15 +2,17 @@
 
 Layout of an output folder `DIR`::
 
-    DIR/checkpoints/0/state/      orbax PyTree {'params': ..., 'model_state': {'batch_stats': ...}}
+    DIR/checkpoints/0/state/      orbax PyTree {'step': 0, 'params': ...,
+                                                'model_state': {'batch_stats': ...}}
     DIR/jaxseg_convert.json       {'arch', 'model', 'settings', 'prefix', 'source', 'dropped',
                                    'reinitialised', 'preprocessing'}
 
 `checkpoints/` is an `orbax.checkpoint.CheckpointManager` folder with one step, 0, whose item
-`state` holds the variables under the names of the trainer's `TrainState` (`params`, and
-`model_state` for the other collections); so `config.init_from=DIR` reads it as it reads a
-training run's workdir. With a `prefix` (e.g. 'backbone') the variables are nested under
-that module path, which is where `FCNResNet` and `MaskRCNN` keep their ResNet.
+`state` holds the variables under the names of the trainer's `TrainState` (`step`, `params`,
+and `model_state` for the other collections; no optimiser state); so `config.init_from=DIR`
+reads it as it reads a training run's workdir. With a `prefix` (e.g. 'backbone') the
+variables are nested under that module path, which is where `FCNResNet` and `MaskRCNN`
+keep their ResNet.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def save_converted(
         raise ValueError(f"{directory} already holds a checkpoint; choose an empty folder")
     variables = jax.device_get(conversion.variables)
     state = {
+        "step": np.zeros((), np.int32),
         "params": _nest(variables["params"], prefix),
         "model_state": {k: _nest(v, prefix) for k, v in variables.items() if k != "params"},
     }

@@ -165,7 +165,7 @@ def convert_state_dict(
         parts = [
             _listing(title, items)
             for title, items in (
-                ("missing keys", missing),
+                ("missing keys", sorted(missing)),
                 ("unexpected keys", unexpected),
                 ("shape mismatches", mismatched),
             )
@@ -180,9 +180,13 @@ def convert_state_dict(
 
     reinitialised = tuple(sorted(set(targets) - set(converted)))
     if reinitialised:
-        initial = jax.jit(model.init)(jax.random.key(seed), example)
-        initial = traverse_util.flatten_dict(dict(initial), sep="/")
-        converted.update({path: initial[path] for path in reinitialised})
+
+        def initialise(key: jax.Array) -> dict[str, jax.Array]:
+            # Only the fresh leaves are returned, so XLA drops the rest of the network.
+            initial = traverse_util.flatten_dict(dict(model.init(key, example)), sep="/")
+            return {path: initial[path] for path in reinitialised}
+
+        converted.update(jax.jit(initialise)(jax.random.key(seed)))
         _log.warning("%s: initialised afresh: %s", arch, ", ".join(reinitialised))
     for key, reason in sorted(dropped.items()):
         _log.info("%s: dropped %s (%s)", arch, key, reason)

@@ -1,12 +1,14 @@
-"""Helpers of the converter tests: realistic BatchNorm statistics, errors, safetensors files."""
+"""Helpers of the converter tests: realistic BatchNorm statistics, errors, safetensors files.
+
+torch and torchvision are test requirements (the `test` extra): imported directly, so that a
+missing torch fails the tests rather than skipping them.
+"""
 
 import json
 
 import numpy as np
 import pytest
-
-# Measured parity, printed as `PARITY name: error` (run with `-s` to read them; docs/convert.md).
-PARITY_FORMAT = "PARITY {}: {:.2e}"
+import torch
 
 
 def relative_error(got, want):
@@ -18,7 +20,7 @@ def relative_error(got, want):
     return float(np.abs(got - want).max() / scale)
 
 
-def settle_batch_norm(torch, net, images):
+def settle_batch_norm(net, images):
     """Gives every BatchNorm of `net` random affine parameters and one batch's statistics.
 
     So that all four BatchNorm tensors matter (fresh ones are the identity), then puts
@@ -76,16 +78,6 @@ def relative_error_fixture():
 
 
 @pytest.fixture(name="settle_batch_norm")
-def settle_batch_norm_fixture(torch):
-    """Returns `net, images -> net` with random BatchNorm affine and one batch's statistics."""
-    return lambda net, images: settle_batch_norm(torch, net, images)
-
-
-@pytest.fixture
-def torch():
-    return pytest.importorskip("torch")
-
-
-@pytest.fixture
-def torchvision():
-    return pytest.importorskip("torchvision")
+def settle_batch_norm_fixture():
+    """Returns `settle_batch_norm(net, images) -> net`."""
+    return settle_batch_norm

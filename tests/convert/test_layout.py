@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 from jaxseg.convert.layout import (
     conv_kernel,
@@ -19,7 +20,7 @@ def _nhwc(x):
     return x.permute(0, 2, 3, 1).numpy()
 
 
-def test_conv_kernel_matches_torch_conv(torch):
+def test_conv_kernel_matches_torch_conv():
     torch.manual_seed(0)
     layer = torch.nn.Conv2d(3, 5, (3, 2), padding=(1, 0), bias=False)
     x = torch.randn(2, 3, 7, 6)
@@ -31,7 +32,7 @@ def test_conv_kernel_matches_torch_conv(torch):
     np.testing.assert_allclose(got, _nhwc(layer(x).detach()), rtol=1e-5, atol=1e-5)
 
 
-def test_linear_kernel_matches_torch_linear(torch):
+def test_linear_kernel_matches_torch_linear():
     torch.manual_seed(0)
     layer = torch.nn.Linear(6, 4)
     x = torch.randn(3, 6)
@@ -39,7 +40,7 @@ def test_linear_kernel_matches_torch_linear(torch):
     np.testing.assert_allclose(got, layer(x).detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_linear_on_flattened_map_is_a_valid_conv(torch):
+def test_linear_on_flattened_map_is_a_valid_conv():
     # VGG's fc6: a Linear on pool5 flattened in torch's C, H, W order.
     torch.manual_seed(0)
     channels, height, width = 4, 3, 2
@@ -57,7 +58,7 @@ def test_linear_on_flattened_map_is_a_valid_conv(torch):
 
 
 @pytest.mark.parametrize("size", [2, 3, 4])
-def test_transposed_kernel_matches_torch_conv_transpose(torch, size):
+def test_transposed_kernel_matches_torch_conv_transpose(size):
     # The mask head's 2x2 stride-2 upsampling, and kernels that overlap.
     torch.manual_seed(size)
     layer = torch.nn.ConvTranspose2d(3, 4, size, stride=2, bias=False)

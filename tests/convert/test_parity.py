@@ -10,10 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import PARITY_FORMAT
+import torch
+import torchvision
 
 from jaxseg.convert import from_torchvision
 
+PARITY_FORMAT = "PARITY {}: {:.2e}"  # run with -s to read them (docs/convert.md)
 TOLERANCE = 1e-4  # relative to the largest magnitude of each output
 
 
@@ -37,9 +39,7 @@ def _nhwc(x):
         ("resnet101", {"replace_stride_with_dilation": (False, True, True)}),
     ],
 )
-def test_resnet_backbone_stages(
-    arch, settings, torch, torchvision, settle_batch_norm, relative_error
-):
+def test_resnet_backbone_stages(arch, settings, settle_batch_norm, relative_error):
     torch.manual_seed(0)
     dilation = settings.get("replace_stride_with_dilation", (False, False, False))
     net = getattr(torchvision.models, arch)(weights=None, replace_stride_with_dilation=dilation)
@@ -47,13 +47,13 @@ def test_resnet_backbone_stages(
     settle_batch_norm(net, images)
     model, variables = from_torchvision(net.state_dict(), arch, **settings)
     got = jax.jit(model.apply)(variables, jnp.asarray(_nhwc(images)))
-    torch32 = _resnet_stages(torch, net, images)
-    expected = _resnet_stages(torch, net.double(), images.double())
+    torch32 = _resnet_stages(net, images)
+    expected = _resnet_stages(net.double(), images.double())
     for level, want in expected.items():
         _check(f"{arch} {settings} {level}", got[level], torch32[level], want, relative_error)
 
 
-def _resnet_stages(torch, net, images):
+def _resnet_stages(net, images):
     """Returns torchvision ResNet's layer1..layer4 outputs as {'c2'..'c5': [B, H, W, C]}."""
     with torch.no_grad():
         h = net.maxpool(net.relu(net.bn1(net.conv1(images))))
@@ -64,7 +64,7 @@ def _resnet_stages(torch, net, images):
     return stages
 
 
-def test_vgg16_pool3_pool4_and_fc7(torch, torchvision, relative_error):
+def test_vgg16_pool3_pool4_and_fc7(relative_error):
     # torchvision's VGG16 with the FCN reference's changes (conv1_1 padded by 100, ceil-mode
     # pools); a 20 x 26 image then leaves pool5 at exactly 7 x 7, so torchvision's own
     # classifier (flatten in C, H, W order, Linear fc6 and fc7) gives fc7, against the

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from jaxseg.convert import INSTALL_HINT, read_state_dict
 from jaxseg.convert.reading import import_torch, to_numpy
@@ -30,7 +31,7 @@ def test_safetensors_round_trip(tmp_path, write_safetensors):
         np.testing.assert_array_equal(got[name], value)
 
 
-def test_safetensors_bfloat16_widens_to_float32(tmp_path, write_safetensors, torch):
+def test_safetensors_bfloat16_widens_to_float32(tmp_path, write_safetensors):
     values = torch.tensor([1.0, -2.5, 3.140625, 1e-3], dtype=torch.bfloat16)
     raw = values.view(torch.int16).numpy().view(np.uint16)
     write_safetensors(tmp_path / "b.safetensors", {"x": raw}, dtype_names={"x": "BF16"})
@@ -39,7 +40,7 @@ def test_safetensors_bfloat16_widens_to_float32(tmp_path, write_safetensors, tor
     np.testing.assert_array_equal(got, values.float().numpy())
 
 
-def test_safetensors_agrees_with_the_reference_library(tmp_path, torch):
+def test_safetensors_agrees_with_the_reference_library(tmp_path):
     safetensors_torch = pytest.importorskip("safetensors.torch")
     tensors = {"w": torch.randn(4, 3), "b": torch.arange(5), "h": torch.randn(2).half()}
     safetensors_torch.save_file(tensors, str(tmp_path / "ref.safetensors"))
@@ -76,7 +77,7 @@ def test_safetensors_rejects_offsets_outside_the_file(tmp_path, write_safetensor
         read_safetensors(tmp_path / "shape.safetensors")
 
 
-def test_pth_state_dict_and_wrapped_checkpoint(tmp_path, torch):
+def test_pth_state_dict_and_wrapped_checkpoint(tmp_path):
     state = {"conv.weight": torch.randn(2, 3, 1, 1), "conv.bias": torch.randn(2)}
     torch.save(state, tmp_path / "plain.pth")
     torch.save({"model": state, "epoch": 3}, tmp_path / "wrapped.pth")
@@ -98,7 +99,7 @@ class _Payload:
         return (open, (self.path, "w"))
 
 
-def test_refuses_a_pickle_that_is_not_weights_only(tmp_path, torch):
+def test_refuses_a_pickle_that_is_not_weights_only(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"weight": torch.zeros(2), "payload": _Payload(str(marker))}, tmp_path / "evil.pth")
     with pytest.raises(ValueError, match="refused: not a weights-only torch file"):
@@ -110,7 +111,7 @@ def test_refuses_a_pickle_that_is_not_weights_only(tmp_path, torch):
         read_state_dict(tmp_path / "plain_pickle.pth")
 
 
-def test_refuses_what_is_not_a_state_dict(tmp_path, torch):
+def test_refuses_what_is_not_a_state_dict(tmp_path):
     torch.save([torch.zeros(2)], tmp_path / "list.pth")
     with pytest.raises(ValueError, match="not a state dict"):
         read_state_dict(tmp_path / "list.pth")
