@@ -14,6 +14,7 @@ __all__ = [
     "convert_tensor",
     "linear_as_conv_kernel",
     "linear_kernel",
+    "linear_on_hwc_kernel",
     "transposed_conv_kernel",
 ]
 
@@ -43,6 +44,17 @@ def linear_as_conv_kernel(weight: np.ndarray, height: int, width: int) -> np.nda
     return conv_kernel(weight.reshape(out_features, -1, height, width))
 
 
+def linear_on_hwc_kernel(weight: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Returns `[height * width * C, O]`: a `Linear` on a `[C, height, width]` map, for jaxseg's
+    Dense on the same map flattened channels last (`[height, width, C]`).
+
+    torch flattens C, H, W (Mask R-CNN's box head fc6 on 256 x 7 x 7 RoI features); the
+    input rows are permuted to H, W, C.
+    """
+    out_features = weight.shape[0]
+    return linear_as_conv_kernel(weight, height, width).reshape(-1, out_features)
+
+
 def transposed_conv_kernel(weight: np.ndarray) -> np.ndarray:
     """Returns `[kh, kw, I, O]` for `flax.linen.ConvTranspose` from a torch `ConvTranspose2d`.
 
@@ -60,7 +72,8 @@ def convert_tensor(value: np.ndarray, target_shape: tuple[int, ...], kind: str) 
       value: the torch tensor's values, in torch's layout.
       target_shape: the jaxseg variable's shape.
       kind: 'kernel' (a conv `[kh, kw, I, O]`, a dense `[I, O]`, or a dense layer that jaxseg
-        runs as a conv: told apart by the ranks), 'transposed_kernel', or 'vector' (kept as is).
+        runs as a conv: told apart by the ranks), 'transposed_kernel', 'hwc_kernel:HxW' (a
+        dense layer on an H x W map flattened channels last), or 'vector' (kept as is).
 
     Raises:
       ValueError: for an unknown kind or ranks that no layout maps onto each other.
@@ -73,6 +86,9 @@ def convert_tensor(value: np.ndarray, target_shape: tuple[int, ...], kind: str) 
         return np.ascontiguousarray(conv_kernel(value))
     if kind == "kernel" and value.ndim == 2 and len(target_shape) == 2:
         return np.ascontiguousarray(linear_kernel(value))
+    if kind.startswith("hwc_kernel:") and value.ndim == 2 and len(target_shape) == 2:
+        height, width = (int(n) for n in kind.split(":")[1].split("x"))
+        return np.ascontiguousarray(linear_on_hwc_kernel(value, height, width))
     if kind == "kernel" and value.ndim == 2 and len(target_shape) == 4:
         return np.ascontiguousarray(linear_as_conv_kernel(value, *target_shape[:2]))
     raise ValueError(

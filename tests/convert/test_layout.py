@@ -12,6 +12,7 @@ from jaxseg.convert.layout import (
     convert_tensor,
     linear_as_conv_kernel,
     linear_kernel,
+    linear_on_hwc_kernel,
     transposed_conv_kernel,
 )
 
@@ -55,6 +56,19 @@ def test_linear_on_flattened_map_is_a_valid_conv():
     np.testing.assert_allclose(got[:, 0, 0], want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="5x5"):
         linear_as_conv_kernel(layer.weight.detach().numpy(), 5, 5)
+
+
+def test_linear_on_a_channels_last_flattened_map():
+    # Mask R-CNN's box head fc6: torch flattens RoI features C, H, W; jaxseg H, W, C.
+    torch.manual_seed(0)
+    channels, height, width = 3, 4, 2
+    layer = torch.nn.Linear(channels * height * width, 5, bias=False)
+    x = torch.randn(6, channels, height, width)
+    kernel = linear_on_hwc_kernel(layer.weight.detach().numpy(), height, width)
+    got = _nhwc(x).reshape(6, -1) @ kernel
+    np.testing.assert_allclose(got, layer(x.flatten(1)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    converted = convert_tensor(layer.weight.detach().numpy(), kernel.shape, "hwc_kernel:4x2")
+    np.testing.assert_array_equal(converted, kernel)
 
 
 @pytest.mark.parametrize("size", [2, 3, 4])
