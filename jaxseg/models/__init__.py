@@ -1,0 +1,66 @@
+"""Flax linen models; `build_model(config.model.name, **settings)` resolves a config's name.
+
+`MODELS` is the one table of model names: each maps to a module class and the attributes
+that name fixes; the remaining attributes come from the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+
+from jaxseg.models.fcn import FCN, MIN_SIZE
+from jaxseg.models.fcn_resnet import FCNHead, FCNResNet
+from jaxseg.models.losses import IGNORE_LABEL, softmax_cross_entropy
+from jaxseg.models.resnet import FrozenBatchNorm, ResNet, trainable_mask
+from jaxseg.models.upsampling import BilinearUpsample, bilinear_kernel, resize_bilinear
+from jaxseg.models.vgg import VGG16
+
+__all__ = [
+    "FCN",
+    "IGNORE_LABEL",
+    "MIN_SIZE",
+    "MODELS",
+    "VGG16",
+    "BilinearUpsample",
+    "FCNHead",
+    "FCNResNet",
+    "FrozenBatchNorm",
+    "ResNet",
+    "bilinear_kernel",
+    "build_model",
+    "resize_bilinear",
+    "softmax_cross_entropy",
+    "trainable_mask",
+]
+
+# name -> (module class, attributes fixed by the name)
+MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
+    "fcn32s": (FCN, {"stride": 32}),
+    "fcn16s": (FCN, {"stride": 16}),
+    "fcn8s": (FCN, {"stride": 8}),
+    "fcn8s_atonce": (FCN, {"stride": 8, "skip_scaling": True}),
+    "fcn_resnet50": (FCNResNet, {"depth": 50}),
+    "fcn_resnet101": (FCNResNet, {"depth": 101}),
+}
+
+
+def build_model(name: str, **settings: Any) -> nn.Module:
+    """Returns the module `name` in `MODELS` built with the attributes `settings`.
+
+    Raises:
+      ValueError: for an unknown name, an unknown attribute, or one the name fixes.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
+    cls, fixed = MODELS[name]
+    accepted = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"} - set(fixed)
+    unknown = sorted(set(settings) - accepted)
+    if unknown:
+        raise ValueError(
+            f"model {name!r} does not take {unknown}; it takes {sorted(accepted)}"
+            + (f" ({sorted(fixed)} are fixed by the name)" if fixed else "")
+        )
+    return cls(**fixed, **settings)

@@ -1,0 +1,102 @@
+"""VGG16 as the FCN reference builds it (Long, Shelhamer and Darrell's Caffe `net.py`).
+
+Differences from the ImageNet classifier: `conv1_1` is padded by 100 (so that every input
+size, however small, leaves at least one `fc6` output and the crops fit), max pools round up
+(Caffe's ceil mode), and the fully connected layers are convolutions (fc6 7x7 VALID, fc7
+1x1), so the network takes images of any size.
+
+Parameter names and the torchvision `vgg16` state dict (same weights; only padding and
+pooling differ)::
+
+    conv1_1 <- features.0    conv3_1 <- features.10   conv4_3 <- features.21
+    conv1_2 <- features.2    conv3_2 <- features.12   conv5_1 <- features.24
+    conv2_1 <- features.5    conv3_3 <- features.14   conv5_2 <- features.26
+    conv2_2 <- features.7    conv4_1 <- features.17   conv5_3 <- features.28
+                             conv4_2 <- features.19
+    fc6 <- classifier.0      fc7 <- classifier.3      (classifier.6, fc8, is not used)
+
+with `kernel = weight.permute(2, 3, 1, 0)` for the 3x3 convs [3, 3, C_in, C_out];
+`fc6/kernel = classifier.0.weight.reshape(4096, 512, 7, 7).permute(2, 3, 1, 0)`
+[7, 7, 512, 4096] (torch flattens pool5 as C, H, W); `fc7/kernel =
+classifier.3.weight.T[None, None]` [1, 1, 4096, 4096]; `bias = bias` throughout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+__all__ = ["VGG16", "max_pool_ceil", "scaled_channels"]
+
+# (stage, number of 3x3 convs, channels at width 1.0)
+_STAGES = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
+_FC_CHANNELS = 4096
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    """Returns `round(channels * width)`, at least 1: a layer's width under a multiplier."""
+    if width <= 0:
+        raise ValueError(f"width multiplier must be positive, got {width}")
+    return max(1, round(channels * width))
+
+
+def max_pool_ceil(x: jax.Array) -> jax.Array:
+    """Returns `[B, ceil(H / 2), ceil(W / 2), C]`: 2x2 stride-2 max pool in Caffe's ceil mode."""
+    _, height, width, _ = x.shape
+    # A last window that hangs over the edge sees only the pixels that exist (-inf padding).
+    return nn.max_pool(x, (2, 2), strides=(2, 2), padding=((0, height % 2), (0, width % 2)))
+
+
+class VGG16(nn.Module, kw_only=True):
+    """Returns the pool3, pool4 and fc7 features of the FCN reference's VGG16.
+
+    Attributes:
+      width: channel multiplier (1.0 is the real VGG16: 64 ... 512 conv, 4096 fc channels).
+      dropout_rate: dropout after fc6 and fc7 (0.5 in the reference), active when training.
+      dtype: compute dtype; parameters stay float32.
+    """
+
+    width: float = 1.0
+    dropout_rate: float = 0.5
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images: ArrayLike, *, train: bool = False) -> dict[str, jax.Array]:
+        """Runs the backbone.
+
+        Args:
+          images: `[B, H, W, C]` (C = 3 for the pretrained weights).
+          train: enables dropout (then needs a `'dropout'` rng).
+
+        Returns:
+          `{'pool3': [B, H3, W3, 256w], 'pool4': [B, H4, W4, 512w], 'fc7': [B, H5 - 6,
+          W5 - 6, 4096w]}` where, with `u = H + 198`, `H3 = ceil(u / 8)`, `H4 = ceil(u / 16)`,
+          `H5 = ceil(u / 32)` (likewise for W); w is the width multiplier.
+        """
+        x = jnp.asarray(images, self.dtype)
+        if x.ndim != 4:
+            raise ValueError(f"VGG16: images must be [B, H, W, C], got shape {x.shape}")
+        features = {}
+        for stage, num_convs, channels in _STAGES:
+            for i in range(1, num_convs + 1):
+                pad = 100 if (stage, i) == (1, 1) else 1
+                x = nn.Conv(
+                    scaled_channels(channels, self.width),
+                    (3, 3),
+                    padding=((pad, pad), (pad, pad)),
+                    dtype=self.dtype,
+                    name=f"conv{stage}_{i}",
+                )(x)
+                x = nn.relu(x)
+            x = max_pool_ceil(x)
+            features[f"pool{stage}"] = x
+        fc_channels = scaled_channels(_FC_CHANNELS, self.width)
+        x = nn.Conv(fc_channels, (7, 7), padding="VALID", dtype=self.dtype, name="fc6")(x)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
+        x = nn.Conv(fc_channels, (1, 1), padding="VALID", dtype=self.dtype, name="fc7")(x)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
+        return {"pool3": features["pool3"], "pool4": features["pool4"], "fc7": x}
