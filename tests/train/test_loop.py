@@ -1,5 +1,6 @@
 """The generic loop: steps reduce the loss, resume is exact, staged init copies parameters."""
 
+import functools
 import json
 import os
 
@@ -33,7 +34,7 @@ def test_steps_on_one_batch_reduce_the_loss(tiny_config):
     step = make_train_step(task, optimizer, make_schedule(tiny_config.optimizer, 10))
     loader = task.train_loader(batch_size=4, seed=0, shard_index=0, shard_count=1)
     batch = {k: jax.numpy.asarray(v) for k, v in next(iter(loader)).items()}
-    state = create_train_state(task, optimizer, 0, batch)
+    state = jax.jit(functools.partial(create_train_state, task, optimizer, 0))(batch)
     losses = []
     for _ in range(8):
         state, metrics = step(state, batch)
@@ -91,8 +92,8 @@ def test_init_from_copies_matching_parameters(tiny_config, tmp_path, compilation
     fine.init_from = str(tmp_path / "fcn32s")
     fine.compilation_cache_dir = compilation_cache
     task = prepare(fine)
-    batch = {k: jax.numpy.zeros(s.shape, s.dtype) for k, s in task.input_spec(2).items()}
-    state = create_train_state(task, make_optimizer(fine.optimizer, 1), 1, batch)
+    create = functools.partial(create_train_state, task, make_optimizer(fine.optimizer, 1), 1)
+    state = jax.jit(create)(task.input_spec(2))
     merged = traverse_util.flatten_dict(merge_matching(state.variables, saved), sep="/")
     source = traverse_util.flatten_dict(saved, sep="/")
     assert merged.keys() == traverse_util.flatten_dict(state.variables, sep="/").keys()
