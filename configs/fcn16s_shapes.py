@@ -28,7 +28,7 @@ def get_config():
     config.checkpoint_every_steps = 200
     config.backbone_init = "he_normal"
     config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 1e-3
+    config.optimizer.learning_rate = 3e-3
     config.optimizer.weight_decay = 0.0
     config.optimizer.schedule = "poly"
     config.optimizer.warmup_steps = 20

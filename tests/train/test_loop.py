@@ -121,3 +121,19 @@ def test_init_from_refuses_other_shapes(tiny_config, tmp_path, compilation_cache
     with pytest.raises(ValueError, match="does not fit the model"):
         train_and_evaluate(wide, str(tmp_path / "wide"))
     assert not os.listdir(tmp_path / "wide" / "checkpoints")
+
+
+def test_bfloat16_compute_keeps_float32_parameters(tiny_config):
+    tiny_config.dtype = "bfloat16"
+    task = prepare(tiny_config)
+    optimizer = make_optimizer(tiny_config.optimizer, 2)
+    step = make_train_step(task, optimizer, make_schedule(tiny_config.optimizer, 2))
+    batch = {
+        "image": jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3)),
+        "label": jax.numpy.ones((2, 32, 32), jax.numpy.int32),
+    }
+    state = jax.jit(functools.partial(create_train_state, task, optimizer, 0))(batch)
+    state, metrics = step(state, batch)
+    assert np.isfinite(float(metrics["loss"]))
+    dtypes = {p.dtype for p in jax.tree_util.tree_leaves(state.params)}
+    assert dtypes == {np.dtype("float32")}
