@@ -3,7 +3,7 @@
     python train.py --config configs/fcn16s_shapes.py --workdir runs/fcn16s
     python eval.py --config configs/fcn16s_shapes.py --workdir runs/fcn16s
 
-Trained from scratch (He-normal backbone init, Adam, poly decay), batch 8 of 128 px
+Trained from scratch (the model's He init, Adam, poly decay), batch 8 of 128 px
 crops, the same budget for 32s / 16s / 8s. Result: see docs/fcn.md (the measured mean IU
 table and wall times); this recipe does not yet reach the issue's 0.85 target.
 """
@@ -26,7 +26,6 @@ def get_config():
     config.log_every_steps = 20
     config.eval_every_steps = 200
     config.checkpoint_every_steps = 200
-    config.backbone_init = "he_normal"
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 3e-3
     config.optimizer.weight_decay = 0.0

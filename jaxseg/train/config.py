@@ -29,7 +29,6 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "poly", "step", "cosine")
 DTYPES = ("float32", "bfloat16")
 LOSS_REDUCTIONS = ("mean", "sum")
-BACKBONE_INITS = ("", "he_normal")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -46,10 +45,6 @@ def base_config() -> ml_collections.ConfigDict:
     # Workdir (or its checkpoints/ folder) of a coarser net to start from: parameters with
     # the same path and shape are copied, the others (new score layers) keep their init.
     config.init_from = ""
-    # "he_normal": re-draw the backbone's conv kernels with He (Kaiming) normal init, for
-    # training from scratch (a 16-layer ReLU net under the default LeCun init passes almost
-    # no signal at first); "" keeps the model's own initialisation.
-    config.backbone_init = ""
     # Persistent XLA compilation cache ("" disables it); $JAXSEG_COMPILATION_CACHE wins.
     config.compilation_cache_dir = os.path.join("~", ".cache", "jaxseg", "xla")
 
@@ -145,10 +140,6 @@ def check_config(config: ml_collections.ConfigDict, *, min_image_size: int = 1) 
         raise ValueError(
             f"config.optimizer.schedule must be one of {SCHEDULES}, got "
             f"{config.optimizer.schedule!r}"
-        )
-    if config.backbone_init not in BACKBONE_INITS:
-        raise ValueError(
-            f"config.backbone_init must be one of {BACKBONE_INITS}, got {config.backbone_init!r}"
         )
     if config.loss.reduction not in LOSS_REDUCTIONS:
         raise ValueError(

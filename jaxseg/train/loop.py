@@ -20,11 +20,12 @@ import numpy as np
 import optax
 from absl import logging
 
+from jaxseg.models import transplant
 from jaxseg.train import sharding
 from jaxseg.train.checkpointing import Checkpointer, check_compatible
 from jaxseg.train.config import check_config, check_workdir
 from jaxseg.train.evaluate import evaluate_dataset
-from jaxseg.train.init_from import merge_matching, read_variables
+from jaxseg.train.init_from import read_variables
 from jaxseg.train.metrics_writer import MetricWriter
 from jaxseg.train.optimizer import make_optimizer, make_schedule
 from jaxseg.train.progress import ProgressBar
@@ -135,7 +136,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         )
         state = create(task.input_spec(config.batch_size))
         if init_variables is not None:
-            variables = merge_matching(state.variables, init_variables, what=source)
+            variables, copied = transplant(init_variables, state.variables)
+            fresh = len(jax.tree_util.tree_leaves(variables)) - len(copied)
+            logging.info(
+                "init_from %s: copied %d arrays, %d initialised", source, len(copied), fresh
+            )
             params = variables.pop("params")
             state = state.replace(params=params, model_state=variables)
             state = sharding.replicate(state, mesh)

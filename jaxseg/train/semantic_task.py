@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax import traverse_util
 
 from jaxseg import data
 from jaxseg.evaluation.segmentation import confusion_matrix, segmentation_metrics
@@ -22,16 +21,6 @@ __all__ = ["SemanticSegmentationTask"]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _PANEL_SIDE = 256  # small images are magnified to about this many pixels in the pictures
-
-
-def _he_normal_backbone(params: dict[str, Any], rng: jax.Array) -> dict[str, Any]:
-    """Returns `params` with every `backbone/.../kernel` redrawn from He normal init."""
-    init = jax.nn.initializers.he_normal()
-    flat = traverse_util.flatten_dict(params)
-    for i, path in enumerate(sorted(flat)):
-        if path[0] == "backbone" and path[-1] == "kernel":
-            flat[path] = init(jax.random.fold_in(rng, i), flat[path].shape, flat[path].dtype)
-    return traverse_util.unflatten_dict(flat)
 
 
 class SemanticSegmentationTask(Task):
@@ -119,11 +108,7 @@ class SemanticSegmentationTask(Task):
         }
 
     def init_variables(self, rng, batch):
-        model_rng, init_rng = jax.random.split(rng)
-        variables = dict(self.model.init({"params": model_rng}, batch["image"], train=False))
-        if self.config.backbone_init == "he_normal":
-            variables["params"] = _he_normal_backbone(variables["params"], init_rng)
-        return variables
+        return dict(self.model.init({"params": rng}, batch["image"], train=False))
 
     def _logits(self, variables, images, *, train, rng=None, mutable=False):
         """Returns `({'out': [B, H, W, K], maybe 'aux'}, updated collections or None)`."""

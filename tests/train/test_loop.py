@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from jaxseg.models import transplant
 from jaxseg.train import make_optimizer, make_schedule, prepare, train_and_evaluate
 from jaxseg.train.checkpointing import Checkpointer
-from jaxseg.train.init_from import merge_matching, read_variables
+from jaxseg.train.init_from import read_variables
 from jaxseg.train.loop import create_train_state
 from jaxseg.train.step import make_train_step
 
@@ -94,7 +95,7 @@ def test_init_from_copies_matching_parameters(tiny_config, tmp_path, compilation
     task = prepare(fine)
     create = functools.partial(create_train_state, task, make_optimizer(fine.optimizer, 1), 1)
     state = jax.jit(create)(task.input_spec(2))
-    merged = traverse_util.flatten_dict(merge_matching(state.variables, saved), sep="/")
+    merged = traverse_util.flatten_dict(transplant(saved, state.variables)[0], sep="/")
     source = traverse_util.flatten_dict(saved, sep="/")
     assert merged.keys() == traverse_util.flatten_dict(state.variables, sep="/").keys()
     for path in (
