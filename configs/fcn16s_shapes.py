@@ -4,8 +4,9 @@
     python eval.py --config configs/fcn16s_shapes.py --workdir runs/fcn16s
 
 Trained from scratch (the model's He init, Adam, poly decay), batch 8 of 128 px
-crops, the same budget for 32s / 16s / 8s. Result: see docs/fcn.md (the measured mean IU
-table and wall times); this recipe does not yet reach the issue's 0.85 target.
+crops, the same budget for 32s / 16s / 8s.
+
+Not run yet (no measured result); staged: add --config.init_from=runs/fcn32s.
 """
 
 from jaxseg.train.config import base_config

@@ -4,8 +4,10 @@
     python eval.py --config configs/fcn32s_shapes.py --workdir runs/fcn32s
 
 Trained from scratch (the model's He init, Adam, poly decay), batch 8 of 128 px
-crops, the same budget for 32s / 16s / 8s. Result: see docs/fcn.md (the measured mean IU
-table and wall times); this recipe does not yet reach the issue's 0.85 target.
+crops, the same budget for 32s / 16s / 8s.
+
+Measured (docs/fcn.md): validation mean IU 0.211 after 400 steps; train.py 569 s
+and eval.py 13 s on 2 CPU cores shared with other jobs.
 """
 
 from jaxseg.train.config import base_config

@@ -4,8 +4,10 @@
     python eval.py --config configs/fcn8s_shapes.py --workdir runs/fcn8s
 
 Trained from scratch (the model's He init, Adam, poly decay), batch 8 of 128 px
-crops, the same budget for 32s / 16s / 8s. Result: see docs/fcn.md (the measured mean IU
-table and wall times); this recipe does not yet reach the issue's 0.85 target.
+crops, the same budget for 32s / 16s / 8s.
+
+Measured (docs/fcn.md): validation mean IU 0.273 after 400 steps; train.py 503 s
+and eval.py 21 s on 2 CPU cores shared with other jobs. The issue's 0.85 is not reached.
 """
 
 from jaxseg.train.config import base_config
