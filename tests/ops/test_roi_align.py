@@ -32,7 +32,7 @@ def ramp(height, width):
 def torch_roi_align(features, boxes, output_size, scale, ratio, aligned):
     f = torch.from_numpy(np.array(features)).permute(2, 0, 1)[None]
     out = torchvision.ops.roi_align(
-        f, [torch.from_numpy(np.asarray(boxes, np.float32))], output_size, scale, ratio, aligned
+        f, [torch.from_numpy(np.array(boxes, np.float32))], output_size, scale, ratio, aligned
     )
     return out.permute(0, 2, 3, 1).numpy()
 
