@@ -42,7 +42,15 @@ class Scene:
 
 
 def generate_scene(
-    seed: int, split_index: int, index: int, *, image_size: int, max_objects: int
+    seed: int,
+    split_index: int,
+    index: int,
+    *,
+    image_size: int,
+    max_objects: int,
+    min_extent: float = 2.5,
+    max_extent: float = 0.2,
+    bar_width: tuple[float, float] = (1.0, 3.0),
 ) -> Scene:
     """Returns the scene numbered `index` of split `split_index` for `seed`.
 
@@ -52,11 +60,22 @@ def generate_scene(
       index: example number within the split.
       image_size: side S of the square image, at least 32.
       max_objects: most objects placed; at least 1 is always placed.
+      min_extent: smallest object radius (circumradius; half side / 0.85 for squares), px.
+      max_extent: largest object radius, as a fraction of `image_size`.
+      bar_width: range (low, high) of the bars' widths, px.
     """
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32, got {image_size}")
     if max_objects < 1:
         raise ValueError(f"max_objects must be >= 1, got {max_objects}")
+    if not 0 < min_extent <= max_extent * image_size:
+        raise ValueError(
+            f"need 0 < min_extent <= max_extent * image_size, got min_extent={min_extent}, "
+            f"max_extent={max_extent}, image_size={image_size}"
+        )
+    if not 0 < bar_width[0] <= bar_width[1]:
+        raise ValueError(f"bar_width must be 0 < low <= high, got {bar_width}")
+    extents = (min_extent, max_extent * image_size)
     rng = np.random.default_rng([seed, split_index, index])
     size = image_size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5  # pixel centres
@@ -70,7 +89,7 @@ def generate_scene(
     for _ in range(num_objects):
         for _try in range(_PLACEMENT_TRIES):
             cls = int(rng.integers(1, len(CLASS_NAMES)))
-            mask = _shape_mask(rng, cls, xx, yy, size)
+            mask = _shape_mask(rng, cls, xx, yy, size, extents=extents, bar_width=bar_width)
             area = int(mask.sum())
             if area < _MIN_VISIBLE_PIXELS:
                 continue
@@ -139,10 +158,22 @@ def _shading(rng: np.random.Generator, xx, yy, size: int) -> np.ndarray:
     return 1.0 + (gx * (xx / size - 0.5) + gy * (yy / size - 0.5)) * 2
 
 
-def _shape_mask(rng: np.random.Generator, cls: int, xx, yy, size: int) -> np.ndarray:
-    """Returns bool [H, W], the full (unoccluded) mask of a random shape of class `cls`."""
+def _shape_mask(
+    rng: np.random.Generator,
+    cls: int,
+    xx,
+    yy,
+    size: int,
+    *,
+    extents: tuple[float, float],
+    bar_width: tuple[float, float],
+) -> np.ndarray:
+    """Returns bool [H, W], the full (unoccluded) mask of a random shape of class `cls`.
+
+    `extents` is the (low, high) range of the radius in pixels, `bar_width` of bar widths.
+    """
     # Sizes are drawn log-uniformly so small objects are as common as large ones.
-    extent = float(np.exp(rng.uniform(np.log(2.5), np.log(0.2 * size))))
+    extent = float(np.exp(rng.uniform(np.log(extents[0]), np.log(extents[1]))))
     cx, cy = rng.uniform(0.05 * size, 0.95 * size, size=2)
     angle = rng.uniform(0, 2 * np.pi)
     c, s = np.cos(angle), np.sin(angle)
@@ -162,7 +193,7 @@ def _shape_mask(rng: np.random.Generator, cls: int, xx, yy, size: int) -> np.nda
         return inside
     if name == "bar":
         half_length = rng.uniform(0.15, 0.45) * size
-        half_width = rng.uniform(0.5, 1.5)
+        half_width = rng.uniform(bar_width[0] / 2, bar_width[1] / 2)
         return (np.abs(u) <= half_length) & (np.abs(v) <= half_width)
     raise ValueError(f"unknown shape class {cls}")
 

@@ -32,6 +32,7 @@ class ShapesConfig(tfds.core.BuilderConfig):
       image_size: side of the square images, pixels.
       num_train, num_validation, num_test: examples per split.
       max_objects: most objects per image (1..max_objects are placed).
+      min_extent, max_extent, bar_width: object sizes (see `shapes.generate_scene`).
       seed: generation seed; the data are a pure function of the config.
     """
 
@@ -40,6 +41,9 @@ class ShapesConfig(tfds.core.BuilderConfig):
     num_validation: int = 128
     num_test: int = 128
     max_objects: int = 6
+    min_extent: float = 2.5
+    max_extent: float = 0.2
+    bar_width: tuple[float, float] = (1.0, 3.0)
     seed: int = 0
 
 
@@ -52,6 +56,21 @@ class JaxsegShapes(Builder):
         ShapesConfig(
             name="small",
             description="64x64 px, 640 train / 128 val / 128 test: a CPU-sized FCN demo.",
+        ),
+        ShapesConfig(
+            name="fcn",
+            description=(
+                "128x128 px, 1000 / 200 / 200, objects of radius 6 to 32 px and bars 4 to 8 px "
+                "wide: big enough for a stride-8 FCN to outline, too fine for a stride-32 one."
+            ),
+            image_size=128,
+            num_train=1000,
+            num_validation=200,
+            num_test=200,
+            max_objects=6,
+            min_extent=6.0,
+            max_extent=0.25,
+            bar_width=(4.0, 8.0),
         ),
         ShapesConfig(
             name="medium",
@@ -106,6 +125,9 @@ class JaxsegShapes(Builder):
                 index,
                 image_size=config.image_size,
                 max_objects=config.max_objects,
+                min_extent=config.min_extent,
+                max_extent=config.max_extent,
+                bar_width=tuple(config.bar_width),
             )
             yield (
                 index,

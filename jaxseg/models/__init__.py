@@ -17,6 +17,7 @@ from jaxseg.models.fpn import FPN
 from jaxseg.models.losses import IGNORE_LABEL, softmax_cross_entropy
 from jaxseg.models.mask_rcnn import MaskRCNN, mask_rcnn_trainable_mask
 from jaxseg.models.resnet import FrozenBatchNorm, ResNet, trainable_mask
+from jaxseg.models.surgery import transplant
 from jaxseg.models.upsampling import BilinearUpsample, bilinear_kernel, resize_bilinear
 from jaxseg.models.vgg import VGG16
 
@@ -39,6 +40,7 @@ __all__ = [
     "resize_bilinear",
     "softmax_cross_entropy",
     "trainable_mask",
+    "transplant",
 ]
 
 # name -> (module class, attributes fixed by the name)
@@ -58,6 +60,8 @@ MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
 
 def build_model(name: str, **settings: Any) -> nn.Module:
     """Returns the module `name` in `MODELS` built with the attributes `settings`.
+
+    A config's model section calls it whole: `build_model(**config.model)`.
 
     Raises:
       ValueError: for an unknown name, an unknown attribute, or one the name fixes.

@@ -21,6 +21,7 @@ sit in 'params', so mask them out of weight decay with `trainable_mask`.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -94,6 +95,7 @@ class GroupNorm(nn.Module, kw_only=True):
 
 
 def _norm(kind: str, train: bool, dtype: Any, name: str) -> nn.Module:
+    """Returns the normalisation layer `name`: BatchNorm with torch's settings, frozen or group."""
     if kind == "frozen":
         return FrozenBatchNorm(dtype=dtype, name=name)
     if kind == "group":
@@ -103,8 +105,13 @@ def _norm(kind: str, train: bool, dtype: Any, name: str) -> nn.Module:
     )
 
 
-def _conv(features: int, size: int, *, stride: int = 1, dilation: int = 1, dtype, name):
-    """A bias-free convolution padded like torch's `padding=dilation * (size // 2)`."""
+def _conv(
+    features: int, size: int, *, stride: int = 1, dilation: int = 1, dtype: Any, name: str
+) -> nn.Conv:
+    """Returns a bias-free convolution padded like torch's `padding=dilation * (size // 2)`.
+
+    Initialised as torchvision's ResNet convs (He normal, fan_out).
+    """
     pad = dilation * (size // 2)
     return nn.Conv(
         features,
@@ -132,28 +139,21 @@ class _Block(nn.Module, kw_only=True):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        conv = dict(dtype=self.dtype)
+        conv = functools.partial(_conv, dtype=self.dtype)
+        norm = functools.partial(_norm, self.norm, train, self.dtype)
+        strided = dict(stride=self.stride, dilation=self.dilation)
         if self.bottleneck:
             out_channels = 4 * self.planes
-            y = _conv(self.planes, 1, name="conv1", **conv)(x)
-            y = nn.relu(_norm(self.norm, train, self.dtype, "bn1")(y))
-            y = _conv(
-                self.planes, 3, stride=self.stride, dilation=self.dilation, name="conv2", **conv
-            )(y)
-            y = nn.relu(_norm(self.norm, train, self.dtype, "bn2")(y))
-            y = _conv(out_channels, 1, name="conv3", **conv)(y)
-            y = _norm(self.norm, train, self.dtype, "bn3")(y)
+            y = nn.relu(norm("bn1")(conv(self.planes, 1, name="conv1")(x)))
+            y = nn.relu(norm("bn2")(conv(self.planes, 3, name="conv2", **strided)(y)))
+            y = norm("bn3")(conv(out_channels, 1, name="conv3")(y))
         else:
             out_channels = self.planes
-            y = _conv(
-                self.planes, 3, stride=self.stride, dilation=self.dilation, name="conv1", **conv
-            )(x)
-            y = nn.relu(_norm(self.norm, train, self.dtype, "bn1")(y))
-            y = _conv(self.planes, 3, dilation=self.dilation, name="conv2", **conv)(y)
-            y = _norm(self.norm, train, self.dtype, "bn2")(y)
+            y = nn.relu(norm("bn1")(conv(self.planes, 3, name="conv1", **strided)(x)))
+            y = norm("bn2")(conv(self.planes, 3, dilation=self.dilation, name="conv2")(y))
         if self.downsample:
-            x = _conv(out_channels, 1, stride=self.stride, name="downsample_conv", **conv)(x)
-            x = _norm(self.norm, train, self.dtype, "downsample_bn")(x)
+            x = conv(out_channels, 1, stride=self.stride, name="downsample_conv")(x)
+            x = norm("downsample_bn")(x)
         return nn.relu(x + y)
 
 

@@ -85,7 +85,9 @@ def conv_transpose(x: ArrayLike, kernel: ArrayLike, *, stride: int) -> jax.Array
     )
 
 
-def deconv_matrix(in_size: int, *, factor: int, offset: int = 0, out_size: int | None = None):
+def deconv_matrix(
+    in_size: int, *, factor: int, offset: int = 0, out_size: int | None = None
+) -> np.ndarray:
     """Returns `[out_size, in_size]`: 1-D bilinear transposed convolution, then a crop.
 
     Row p is output pixel `offset + p` of the transposed convolution with stride `factor`
@@ -109,12 +111,13 @@ def deconv_matrix(in_size: int, *, factor: int, offset: int = 0, out_size: int |
 def resize_matrix(in_size: int, out_size: int) -> np.ndarray:
     """Returns `[out_size, in_size]` weights of torch's bilinear `align_corners=False` resize.
 
-    Follows ATen's `upsample_bilinear2d` step by step in float32: source coordinate
-    `(dst + 0.5) * (in / out) - 0.5`, clamped at 0, its floor and next pixel (clamped at the
-    last), weights `1 - lambda` and `lambda`.
+    Follows ATen's `upsample_bilinear2d` step by step: float32 scale `in / out`, source
+    coordinate `(dst + 0.5) * scale - 0.5` rounded once to float32 (ATen's fused
+    multiply-add; exact in float64 before that rounding), clamped at 0, its floor and next
+    pixel (clamped at the last), float32 weights `1 - lambda` and `lambda`.
     """
-    scale = np.float32(in_size) / np.float32(out_size)
-    src = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    scale = np.float64(np.float32(in_size) / np.float32(out_size))
+    src = ((np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
     src = np.maximum(src, np.float32(0.0))
     i0 = np.minimum(src.astype(np.int64), in_size - 1)
     i1 = np.minimum(i0 + 1, in_size - 1)

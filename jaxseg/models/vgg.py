@@ -36,6 +36,12 @@ __all__ = ["VGG16", "max_pool_ceil", "scaled_channels"]
 _STAGES = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
 _FC_CHANNELS = 4096
 
+# From-scratch initialisation. Convs as torchvision's VGG (He, fan_out); fc6/fc7 He with
+# fan_in, which keeps activations at scale for every width (torchvision's N(0, 0.01) for its
+# Linear layers is tuned to the full-width fan-ins). Pretrained weights replace both.
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+_fc_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
 
 def scaled_channels(channels: int, width: float) -> int:
     """Returns `round(channels * width)`, at least 1: a layer's width under a multiplier."""
@@ -88,6 +94,7 @@ class VGG16(nn.Module, kw_only=True):
                     scaled_channels(channels, self.width),
                     (3, 3),
                     padding=((pad, pad), (pad, pad)),
+                    kernel_init=_conv_init,
                     dtype=self.dtype,
                     name=f"conv{stage}_{i}",
                 )(x)
@@ -95,8 +102,9 @@ class VGG16(nn.Module, kw_only=True):
             x = max_pool_ceil(x)
             features[f"pool{stage}"] = x
         fc_channels = scaled_channels(_FC_CHANNELS, self.width)
-        x = nn.Conv(fc_channels, (7, 7), padding="VALID", dtype=self.dtype, name="fc6")(x)
+        fc = dict(padding="VALID", kernel_init=_fc_init, dtype=self.dtype)
+        x = nn.Conv(fc_channels, (7, 7), name="fc6", **fc)(x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
-        x = nn.Conv(fc_channels, (1, 1), padding="VALID", dtype=self.dtype, name="fc7")(x)
+        x = nn.Conv(fc_channels, (1, 1), name="fc7", **fc)(x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
         return {"pool3": features["pool3"], "pool4": features["pool4"], "fc7": x}

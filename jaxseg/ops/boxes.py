@@ -85,6 +85,13 @@ def box_cxcywh_to_xyxy(boxes: ArrayLike) -> jax.Array:
     return jnp.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=-1)
 
 
+def _centre_size(boxes: jax.Array) -> tuple[jax.Array, ...]:
+    """Returns (cx, cy, w, h) [...] of boxes [..., 4], in torchvision's box coder arithmetic."""
+    w = boxes[..., 2] - boxes[..., 0]
+    h = boxes[..., 3] - boxes[..., 1]
+    return boxes[..., 0] + 0.5 * w, boxes[..., 1] + 0.5 * h, w, h
+
+
 def encode_boxes(
     boxes: ArrayLike,
     reference_boxes: ArrayLike,
@@ -104,14 +111,8 @@ def encode_boxes(
     check_boxes(boxes)
     check_boxes(reference_boxes, "reference_boxes")
     wx, wy, ww, wh = weights
-    ref_w = reference_boxes[..., 2] - reference_boxes[..., 0]
-    ref_h = reference_boxes[..., 3] - reference_boxes[..., 1]
-    ref_cx = reference_boxes[..., 0] + 0.5 * ref_w
-    ref_cy = reference_boxes[..., 1] + 0.5 * ref_h
-    w = boxes[..., 2] - boxes[..., 0]
-    h = boxes[..., 3] - boxes[..., 1]
-    cx = boxes[..., 0] + 0.5 * w
-    cy = boxes[..., 1] + 0.5 * h
+    ref_cx, ref_cy, ref_w, ref_h = _centre_size(reference_boxes)
+    cx, cy, w, h = _centre_size(boxes)
     return jnp.stack(
         [
             wx * (cx - ref_cx) / ref_w,
@@ -144,10 +145,7 @@ def decode_boxes(
     check_boxes(deltas, "deltas")
     check_boxes(reference_boxes, "reference_boxes")
     wx, wy, ww, wh = weights
-    ref_w = reference_boxes[..., 2] - reference_boxes[..., 0]
-    ref_h = reference_boxes[..., 3] - reference_boxes[..., 1]
-    ref_cx = reference_boxes[..., 0] + 0.5 * ref_w
-    ref_cy = reference_boxes[..., 1] + 0.5 * ref_h
+    ref_cx, ref_cy, ref_w, ref_h = _centre_size(reference_boxes)
     dx = deltas[..., 0] / wx
     dy = deltas[..., 1] / wy
     dw = jnp.minimum(deltas[..., 2] / ww, clip)

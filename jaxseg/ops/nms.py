@@ -36,28 +36,28 @@ def _descending_order(scores: jax.Array) -> jax.Array:
     return order
 
 
+def _iou(box: jax.Array, area: jax.Array, boxes: jax.Array, areas: jax.Array) -> jax.Array:
+    """Returns [N]: IoU of `box` [4] (or [N, 4], pairwise) with `boxes` [N, 4].
+
+    torchvision's arithmetic; empty pairs give 0, where torchvision gives NaN (neither
+    suppresses).
+    """
+    top_left = jnp.maximum(box[..., :2], boxes[:, :2])
+    bottom_right = jnp.minimum(box[..., 2:], boxes[:, 2:])
+    wh = jnp.maximum(bottom_right - top_left, 0.0)
+    inter = wh[:, 0] * wh[:, 1]
+    union = area + areas - inter
+    return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
+
+
 def _greedy_nms(
-    boxes: jax.Array,
-    scores: jax.Array,
-    groups: jax.Array | None,
-    iou_threshold: float,
-    max_output_size: int,
+    boxes: jax.Array, scores: jax.Array, iou_threshold: float, max_output_size: int
 ) -> tuple[jax.Array, jax.Array]:
-    """Greedy NMS where a box only suppresses boxes of its own group (None: one group)."""
+    """Greedy NMS, one loop step per kept box, stopping at `max_output_size`."""
     num_boxes = boxes.shape[0]
     order = _descending_order(scores)
     boxes = boxes[order]
     areas = box_area(boxes)
-    if groups is not None:
-        groups = groups[order]
-
-    def iou_with(i):  # [N] IoU of box i with every box, torchvision's arithmetic
-        top_left = jnp.maximum(boxes[i, :2], boxes[:, :2])
-        bottom_right = jnp.minimum(boxes[i, 2:], boxes[:, 2:])
-        wh = jnp.maximum(bottom_right - top_left, 0.0)
-        inter = wh[:, 0] * wh[:, 1]
-        union = areas[i] + areas - inter
-        return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
 
     def not_done(state):
         count, alive, _ = state
@@ -66,9 +66,7 @@ def _greedy_nms(
     def keep_next(state):
         count, alive, kept = state
         i = jnp.argmax(alive).astype(jnp.int32)  # the best surviving box
-        suppress = iou_with(i) > iou_threshold
-        if groups is not None:
-            suppress &= groups == groups[i]
+        suppress = _iou(boxes[i], areas[i], boxes, areas) > iou_threshold
         alive = alive & ~suppress
         alive = alive.at[i].set(False)
         return count + 1, alive, kept.at[count].set(i)
@@ -109,7 +107,7 @@ def nms(
     """
     boxes, scores = jnp.asarray(boxes), jnp.asarray(scores)
     _check(boxes, scores, iou_threshold, max_output_size)
-    return _greedy_nms(boxes, scores, None, iou_threshold, max_output_size)
+    return _greedy_nms(boxes, scores, iou_threshold, max_output_size)
 
 
 def batched_nms(
@@ -128,9 +126,55 @@ def batched_nms(
       classes: [N] int class (or any group id) of each box.
 
     Same kept boxes, in descending score order, as `torchvision.ops.batched_nms`.
+
+    Classes never suppress one another, so each loop step keeps the best surviving box of
+    *every* class at once: the loop runs as often as the most boxes any one class keeps, not
+    as often as all classes together keep. Time O(N log N + K_c * N) for K_c = the largest
+    number of boxes kept in one class; memory O(N).
     """
     boxes, scores, classes = jnp.asarray(boxes), jnp.asarray(scores), jnp.asarray(classes)
     _check(boxes, scores, iou_threshold, max_output_size)
     if classes.shape != scores.shape:
         raise ValueError(f"classes must have shape [N] = {scores.shape}, got {classes.shape}")
-    return _greedy_nms(boxes, scores, classes, iou_threshold, max_output_size)
+    num_boxes = boxes.shape[0]
+    if num_boxes == 0:
+        return jnp.zeros((max_output_size,), jnp.int32), jnp.zeros((max_output_size,), bool)
+    # Class-major order, best first within a class: each class is one contiguous segment.
+    index = jnp.arange(num_boxes, dtype=jnp.int32)
+    _, _, by_class = jax.lax.sort((classes, -scores, index), num_keys=3)
+    sorted_boxes = boxes[by_class]
+    areas = box_area(sorted_boxes)
+    sorted_classes = classes[by_class]
+    segment = jnp.cumsum(
+        jnp.concatenate(
+            [jnp.zeros(1, jnp.int32), (sorted_classes[1:] != sorted_classes[:-1]).astype(jnp.int32)]
+        )
+    )
+
+    def keep_leaders(state):
+        alive, kept = state
+        # The first surviving box of each class segment is that class's best.
+        first = jax.ops.segment_min(
+            jnp.where(alive, index, num_boxes), segment, num_segments=num_boxes
+        )
+        leader = first[segment]  # [N] the current best box of each box's class
+        has_leader = leader < num_boxes
+        leader = jnp.minimum(leader, num_boxes - 1)
+        iou = _iou(sorted_boxes[leader], areas[leader], sorted_boxes, areas)
+        is_leader = index == leader
+        kept = kept | (is_leader & has_leader)
+        alive = alive & ~is_leader & ~(has_leader & (iou > iou_threshold))
+        return alive, kept
+
+    _, kept = jax.lax.while_loop(
+        lambda state: jnp.any(state[0]),
+        keep_leaders,
+        (jnp.ones((num_boxes,), bool), jnp.zeros((num_boxes,), bool)),
+    )
+    # Back to descending score order across classes, as torchvision returns them.
+    kept = jnp.zeros((num_boxes,), bool).at[by_class].set(kept)
+    order = _descending_order(scores)
+    kept = kept[order]
+    position = jnp.nonzero(kept, size=max_output_size, fill_value=0)[0]
+    valid = jnp.arange(max_output_size) < jnp.sum(kept)
+    return jnp.where(valid, order[position], 0).astype(jnp.int32), valid

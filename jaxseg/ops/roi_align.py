@@ -275,6 +275,39 @@ def level_range(scales: Sequence[float]) -> tuple[int, int]:
     return int(levels[0]), int(levels[-1])
 
 
+def assign_levels(
+    levels: Sequence[jax.Array],
+    boxes: jax.Array,
+    scales: Sequence[float],
+    *,
+    canonical_scale: float,
+    canonical_level: int,
+) -> jax.Array:
+    """Returns [R] int32, the index into `levels` of each box's FPN level.
+
+    Checks that the L maps [H_l, W_l, C] share their channels and match L power-of-two
+    `scales`, finest first, and that `boxes` is [R, 4]; raises ValueError otherwise.
+    """
+    if len(levels) != len(scales) or not levels:
+        raise ValueError(
+            f"features_per_level and scales must have the same positive length, got "
+            f"{len(levels)} maps and {len(scales)} scales"
+        )
+    for i, f in enumerate(levels):
+        check_features(f, f"features_per_level[{i}]")
+    if len({f.shape[-1] for f in levels}) != 1:
+        raise ValueError(f"all levels need the same channels, got {[f.shape for f in levels]}")
+    check_rois(boxes)
+    min_level, max_level = level_range(scales)
+    return fpn_levels(
+        boxes,
+        min_level=min_level,
+        max_level=max_level,
+        canonical_scale=canonical_scale,
+        canonical_level=canonical_level,
+    )
+
+
 def multiscale_roi_align(
     features_per_level: Sequence[ArrayLike],
     boxes: ArrayLike,
@@ -301,35 +334,20 @@ def multiscale_roi_align(
     """
     levels = [jnp.asarray(f) for f in features_per_level]
     boxes = jnp.asarray(boxes)
-    if len(levels) != len(scales) or not levels:
-        raise ValueError(
-            f"features_per_level and scales must have the same positive length, got "
-            f"{len(levels)} maps and {len(scales)} scales"
-        )
-    for i, f in enumerate(levels):
-        check_features(f, f"features_per_level[{i}]")
-    if len({f.shape[-1] for f in levels}) != 1:
-        raise ValueError(f"all levels need the same channels, got {[f.shape for f in levels]}")
-    check_rois(boxes)
     output_size = normalize_output_size(output_size)
     for s in scales:
         check_sampling(s, sampling_ratio)
-    min_level, max_level = level_range(scales)
-
     dtype = jnp.result_type(*levels)
+    boxes = boxes.astype(jnp.result_type(dtype, jnp.float32))
+    level = assign_levels(
+        levels, boxes, scales, canonical_scale=canonical_scale, canonical_level=canonical_level
+    )
+
     flat = jnp.concatenate([flat_padded(f.astype(dtype)) for f in levels])
     sizes = [(f.shape[0], f.shape[1]) for f in levels]
     bases = [0]
     for h, w in sizes[:-1]:
         bases.append(bases[-1] + (h + 1) * (w + 1))
-    boxes = boxes.astype(jnp.result_type(dtype, jnp.float32))
-    level = fpn_levels(
-        boxes,
-        min_level=min_level,
-        max_level=max_level,
-        canonical_scale=canonical_scale,
-        canonical_level=canonical_level,
-    )
 
     def one(box, lvl):
         return roi_sample_points(

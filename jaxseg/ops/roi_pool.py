@@ -13,10 +13,9 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxseg.ops.roi_align import (
+    assign_levels,
     check_features,
     check_rois,
-    fpn_levels,
-    level_range,
     normalize_output_size,
 )
 
@@ -115,19 +114,8 @@ def multiscale_roi_pool(
     """
     levels = [jnp.asarray(f) for f in features_per_level]
     boxes = jnp.asarray(boxes)
-    if len(levels) != len(scales) or not levels:
-        raise ValueError(
-            f"features_per_level and scales must have the same positive length, got "
-            f"{len(levels)} maps and {len(scales)} scales"
-        )
-    check_rois(boxes)
-    min_level, max_level = level_range(scales)
-    level = fpn_levels(
-        boxes,
-        min_level=min_level,
-        max_level=max_level,
-        canonical_scale=canonical_scale,
-        canonical_level=canonical_level,
+    level = assign_levels(
+        levels, boxes, scales, canonical_scale=canonical_scale, canonical_level=canonical_level
     )
     pooled = jnp.stack(
         [

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from torchvision.ops.boxes import _batched_nms_vanilla
 
 from jaxseg import ops
 
@@ -68,13 +69,16 @@ def test_ties_are_broken_by_index_like_torchvision():
     )
 
 
-def test_batched_matches_torchvision():
-    rng = np.random.default_rng(2)
+@pytest.mark.parametrize("num_classes", [1, 7, 80])
+def test_batched_matches_torchvision(num_classes):
+    rng = np.random.default_rng(num_classes)
     boxes = clustered_boxes(rng, 400)
     scores = rng.uniform(size=400).astype(np.float32)
-    classes = rng.integers(0, 7, size=400)
+    classes = rng.choice(rng.integers(-50, 1000, size=num_classes), size=400)  # any int ids
     for threshold in (0.3, 0.5, 0.8):
-        ref = torchvision.ops.batched_nms(
+        # torchvision's per-class path: for few boxes torchvision.ops.batched_nms offsets the
+        # boxes of each class instead, which with large class ids rounds their coordinates.
+        ref = _batched_nms_vanilla(
             torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(classes), threshold
         ).numpy()
         out = ops.batched_nms(boxes, scores, classes, iou_threshold=threshold, max_output_size=400)
@@ -93,6 +97,25 @@ def test_vmap_over_images():
             torch.from_numpy(boxes[i]), torch.from_numpy(scores[i]), 0.5
         ).numpy()
         np.testing.assert_array_equal(kept(indices[i], valid[i]), ref[:50])
+
+
+def test_batched_under_jit_and_vmap():
+    rng = np.random.default_rng(4)
+    boxes = np.stack([clustered_boxes(rng, 150) for _ in range(2)])
+    scores = rng.uniform(size=(2, 150)).astype(np.float32)
+    classes = rng.integers(0, 5, size=(2, 150))
+    fn = jax.jit(
+        jax.vmap(lambda b, s, c: ops.batched_nms(b, s, c, iou_threshold=0.6, max_output_size=40))
+    )
+    indices, valid = fn(boxes, scores, classes)
+    for i in range(2):
+        ref = torchvision.ops.batched_nms(
+            torch.from_numpy(boxes[i]),
+            torch.from_numpy(scores[i]),
+            torch.from_numpy(classes[i]),
+            0.6,
+        ).numpy()
+        np.testing.assert_array_equal(kept(indices[i], valid[i]), ref[:40])
 
 
 def test_degenerate_inputs():

@@ -11,17 +11,6 @@ import torchvision
 
 from jaxseg import ops
 
-# The 4x4 feature map of the project's original notes on RoIPool vs RoIAlign.
-SEED_MAP = np.array(
-    [
-        [0.3, 0.4, 0.2, 0.1],
-        [0.5, 0.1, 0.9, 0.7],
-        [0.3, 0.6, 0.2, 0.2],
-        [0.1, 0.7, 0.9, 0.1],
-    ],
-    np.float32,
-)
-
 
 def ramp(height, width):
     """[H, W, 1] map with value 10 * y + x at pixel (y, x): bilinear sampling is exact on it."""
@@ -32,7 +21,7 @@ def ramp(height, width):
 def torch_roi_align(features, boxes, output_size, scale, ratio, aligned):
     f = torch.from_numpy(np.array(features)).permute(2, 0, 1)[None]
     out = torchvision.ops.roi_align(
-        f, [torch.from_numpy(np.asarray(boxes, np.float32))], output_size, scale, ratio, aligned
+        f, [torch.from_numpy(np.array(boxes, np.float32))], output_size, scale, ratio, aligned
     )
     return out.permute(0, 2, 3, 1).numpy()
 
@@ -67,11 +56,11 @@ def test_samples_past_the_border():
     assert out[0, 0, 0, 0] == 0.0  # sample (y=5.5, x=0.5)
 
 
-def test_seed_example_roi_align_averages_exact_positions():
+def test_seed_example_roi_align_averages_exact_positions(seed_map):
     # A 2x2 RoIAlign of box (0.5, 0.5, 2.5, 2.5) on the seed map: bin (0, 0) at sampling
     # ratio 2 averages bilinear samples at y, x in {1.0, 1.5} (aligned=False).
-    out = ops.roi_align(SEED_MAP[..., None], [[0.5, 0.5, 2.5, 2.5]], 2, aligned=False)
-    m = SEED_MAP
+    out = ops.roi_align(seed_map[..., None], [[0.5, 0.5, 2.5, 2.5]], 2, aligned=False)
+    m = seed_map
 
     def bilinear(y, x):
         y0, x0 = int(y), int(x)
@@ -87,7 +76,7 @@ def test_seed_example_roi_align_averages_exact_positions():
     np.testing.assert_allclose(out[0, 0, 0, 0], expected, rtol=1e-6)
     np.testing.assert_allclose(
         out[..., 0],
-        torch_roi_align(SEED_MAP[..., None], [[0.5] * 2 + [2.5] * 2], 2, 1.0, 2, False)[..., 0],
+        torch_roi_align(seed_map[..., None], [[0.5] * 2 + [2.5] * 2], 2, 1.0, 2, False)[..., 0],
         rtol=1e-6,
     )
 

@@ -9,16 +9,6 @@ import torchvision
 
 from jaxseg import ops
 
-SEED_MAP = np.array(
-    [
-        [0.3, 0.4, 0.2, 0.1],
-        [0.5, 0.1, 0.9, 0.7],
-        [0.3, 0.6, 0.2, 0.2],
-        [0.1, 0.7, 0.9, 0.1],
-    ],
-    np.float32,
-)
-
 
 def torch_roi_pool(features, boxes, output_size, scale):
     f = torch.from_numpy(np.array(features)).permute(2, 0, 1)[None]
@@ -28,18 +18,18 @@ def torch_roi_pool(features, boxes, output_size, scale):
     return out.permute(0, 2, 3, 1).numpy()
 
 
-def test_seed_example_whole_map_2x2():
-    out = ops.roi_pool(SEED_MAP[..., None], [[0.0, 0.0, 3.0, 3.0]], 2)
+def test_seed_example_whole_map_2x2(seed_map):
+    out = ops.roi_pool(seed_map[..., None], [[0.0, 0.0, 3.0, 3.0]], 2)
     np.testing.assert_allclose(out[0, :, :, 0], [[0.5, 0.9], [0.7, 0.9]])
 
 
-def test_seed_example_fractional_box_is_snapped():
+def test_seed_example_fractional_box_is_snapped(seed_map):
     # Box (0.6, 0.4, 2.4, 2.6) rounds to (1, 0, 2, 3): a 2-wide, 4-high window; its 2x2 bins
     # are rows {0, 1} / {2, 3} and columns {1} / {2}. The fractional borders are lost.
-    out = ops.roi_pool(SEED_MAP[..., None], [[0.6, 0.4, 2.4, 2.6]], 2)
+    out = ops.roi_pool(seed_map[..., None], [[0.6, 0.4, 2.4, 2.6]], 2)
     np.testing.assert_allclose(out[0, :, :, 0], [[0.4, 0.9], [0.7, 0.9]])
     np.testing.assert_allclose(
-        out, torch_roi_pool(SEED_MAP[..., None], [[0.6, 0.4, 2.4, 2.6]], 2, 1.0)
+        out, torch_roi_pool(seed_map[..., None], [[0.6, 0.4, 2.4, 2.6]], 2, 1.0)
     )
 
 

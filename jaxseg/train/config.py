@@ -1,0 +1,174 @@
+"""The keys every training config has, their defaults, and the checks run before any compile.
+
+A config file builds on `base_config()` and overrides what it needs:
+
+    def get_config():
+        config = base_config()
+        config.model.name = "fcn8s"
+        ...
+        return config
+
+`check_config` then rejects keys that `base_config` does not know (a typo would otherwise be
+silently ignored), values out of range, a workdir that cannot be written, and images
+smaller than the network accepts. Model settings (`config.model` minus `name`) are checked
+by `jaxseg.models.build_model`, which knows each model's attributes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from typing import Any
+
+import ml_collections
+
+__all__ = ["base_config", "check_config", "check_workdir", "model_settings"]
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "poly", "step", "cosine")
+DTYPES = ("float32", "bfloat16")
+LOSS_REDUCTIONS = ("mean", "sum")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Returns a ConfigDict holding every known key with its default."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.batch_size = 16  # global: split over processes and over the `data` mesh axis
+    config.num_train_steps = 1000
+    config.log_every_steps = 50
+    config.eval_every_steps = 500
+    config.checkpoint_every_steps = 500
+    config.keep_checkpoints = 2  # the last K, plus the best by validation `best_metric`
+    config.dtype = "float32"  # compute dtype; parameters and losses stay float32
+    # Workdir (or its checkpoints/ folder) of a coarser net to start from: parameters with
+    # the same path and shape are copied, the others (new score layers) keep their init.
+    config.init_from = ""
+    # Persistent XLA compilation cache ("" disables it); $JAXSEG_COMPILATION_CACHE wins.
+    config.compilation_cache_dir = os.path.join("~", ".cache", "jaxseg", "xla")
+
+    config.dataset = ml_collections.ConfigDict()
+    config.dataset.name = "jaxseg_shapes"
+    config.dataset.config = ""  # TFDS builder config name ("" = the dataset's default)
+    config.dataset.data_dir = ""  # "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    config.dataset.manual_dir = ""  # VOCdevkit / COCO root for datasets built from files
+    config.dataset.train_split = "train"
+    config.dataset.eval_split = "validation"
+    config.dataset.image_size = 64  # training crop (H = W)
+    config.dataset.eval_image_size = 64  # evaluation canvas; >= every image: full resolution
+    config.dataset.scale_range = (0.5, 2.0)
+    config.dataset.flip = True
+    config.dataset.worker_count = 0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "fcn8s"  # any other key is a model attribute (see jaxseg.models)
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.reduction = "mean"  # "sum": the FCN reference's loss summed over pixels
+    config.loss.aux_weight = 0.5  # weight of an auxiliary head's loss (FCN-ResNet)
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "sgd"
+    config.optimizer.learning_rate = 0.01
+    config.optimizer.momentum = 0.9  # sgd momentum; adam's b1
+    config.optimizer.nesterov = False
+    config.optimizer.weight_decay = 5e-4  # on kernels only (the reference: decay_mult 0 on biases)
+    config.optimizer.schedule = "poly"
+    config.optimizer.poly_power = 0.9
+    config.optimizer.decay_boundaries = (2 / 3, 8 / 9)  # step schedule, fractions of training
+    config.optimizer.decay_factor = 0.1
+    config.optimizer.warmup_steps = 0
+    config.optimizer.grad_clip_norm = 0.0  # 0 = no clipping
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.batch_size = 16
+    config.eval.checkpoint = -1  # eval.py: -1 the best, else that step
+    config.eval.num_pictures = 6
+    config.eval.best_metric = "mean_iou"
+    return config
+
+
+def model_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Returns `config.model` without `name`, as keyword arguments for `build_model`."""
+    settings = dict(config.model.to_dict())
+    settings.pop("name", None)
+    return settings
+
+
+def _unknown_keys(config: Any, reference: Any, prefix: str) -> list[str]:
+    """Returns the dotted keys of `config` absent from `reference` (model settings excepted)."""
+    unknown = []
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if path == "model":
+            continue
+        if key not in reference:
+            close = difflib.get_close_matches(key, list(reference.keys()), n=1)
+            unknown.append(path + (f" (did you mean {prefix}{close[0]}?)" if close else ""))
+        elif isinstance(value, ml_collections.ConfigDict):
+            if isinstance(reference[key], ml_collections.ConfigDict):
+                unknown += _unknown_keys(value, reference[key], path + ".")
+    return unknown
+
+
+def check_config(config: ml_collections.ConfigDict, *, min_image_size: int = 1) -> None:
+    """Raises ValueError for unknown keys or out-of-range values of a training config.
+
+    Args:
+      config: the config to check.
+      min_image_size: smallest height and width (pixels) the network accepts.
+    """
+    unknown = _unknown_keys(config, base_config(), "")
+    if unknown:
+        raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+    if "name" not in config.model:
+        raise ValueError("config.model.name is missing")
+    for key in ("batch_size", "num_train_steps", "log_every_steps", "eval_every_steps"):
+        if int(config[key]) < 1:
+            raise ValueError(f"config.{key} must be >= 1, got {config[key]}")
+    for key in ("checkpoint_every_steps", "keep_checkpoints"):
+        if int(config[key]) < 1:
+            raise ValueError(f"config.{key} must be >= 1, got {config[key]}")
+    if config.dtype not in DTYPES:
+        raise ValueError(f"config.dtype must be one of {DTYPES}, got {config.dtype!r}")
+    if config.optimizer.name not in OPTIMIZERS:
+        raise ValueError(
+            f"config.optimizer.name must be one of {OPTIMIZERS}, got {config.optimizer.name!r}"
+        )
+    if config.optimizer.schedule not in SCHEDULES:
+        raise ValueError(
+            f"config.optimizer.schedule must be one of {SCHEDULES}, got "
+            f"{config.optimizer.schedule!r}"
+        )
+    if config.loss.reduction not in LOSS_REDUCTIONS:
+        raise ValueError(
+            f"config.loss.reduction must be one of {LOSS_REDUCTIONS}, got {config.loss.reduction!r}"
+        )
+    for key in ("image_size", "eval_image_size"):
+        size = int(config.dataset[key])
+        if size < min_image_size:
+            raise ValueError(
+                f"config.dataset.{key} = {size} is below the smallest input "
+                f"{config.model.name} accepts ({min_image_size}x{min_image_size} pixels)"
+            )
+    if config.eval.batch_size < 1:
+        raise ValueError(f"config.eval.batch_size must be >= 1, got {config.eval.batch_size}")
+
+
+def check_workdir(workdir: str | os.PathLike) -> str:
+    """Returns `workdir` as an absolute path after checking it can be created and written.
+
+    Raises:
+      ValueError: if `workdir` is a file, cannot be created, or is not writable.
+    """
+    path = os.path.abspath(os.path.expanduser(os.fspath(workdir)))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"workdir {path} exists and is not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ValueError(f"workdir {path} is not writable: {e}") from e
+    return path

@@ -1,0 +1,46 @@
+"""One evaluation pass over a loader, and the pictures of its first images."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxseg.train.sharding import shard_batch
+
+__all__ = ["evaluate_dataset", "write_pictures"]
+
+
+def evaluate_dataset(task, variables: dict[str, Any], loader, eval_step, mesh) -> dict[str, Any]:
+    """Returns the task's metrics over one pass of `loader`.
+
+    Args:
+      task: a `jaxseg.train.task.Task`.
+      variables: the model's variables.
+      loader: an evaluation loader (one epoch, padded batches with `valid`).
+      eval_step: `jaxseg.train.step.make_eval_step(task)`.
+      mesh: the device mesh the batches are split over.
+    """
+    # Counts stay on the device until the end, so the host never waits for a batch.
+    counts = [eval_step(variables, shard_batch(batch, mesh, task.eval_keys)) for batch in loader]
+    if not counts:
+        raise ValueError("the evaluation split yielded no batch")
+    host = jax.device_get(counts)
+    totals = jax.tree_util.tree_map(lambda *c: np.sum(np.stack(c).astype(np.int64), axis=0), *host)
+    return task.eval_metrics(totals)
+
+
+def write_pictures(task, variables, loader, directory: str, *, count: int) -> list[str]:
+    """Writes the task's pictures of the first `count` images of `loader`; returns the paths."""
+    predict = jax.jit(task.predict)
+    paths: list[str] = []
+    for batch in loader:
+        if len(paths) >= count:
+            break
+        inputs = {k: batch[k] for k in task.eval_keys}
+        predictions = jax.device_get(predict(variables, inputs))
+        take = count - len(paths)
+        batch = {k: v[:take] for k, v in batch.items()}
+        paths += task.write_pictures(batch, predictions[:take], directory, start=len(paths))
+    return paths

@@ -1,0 +1,194 @@
+"""`train_and_evaluate(config, workdir)`: the generic training loop behind `train.py`.
+
+Everything that can be wrong with the inputs (config keys and values, the workdir, the
+model settings, the class count against the dataset, a checkpoint or `init_from` of other
+shapes) is checked before anything is compiled. Then: resume from the latest checkpoint
+in `<workdir>/checkpoints` (train state and data position) or initialise (optionally
+from `config.init_from`), and train with periodic logging, evaluation and checkpoints.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from jaxseg.models import transplant
+from jaxseg.train import sharding
+from jaxseg.train.checkpointing import Checkpointer, check_compatible
+from jaxseg.train.config import check_config, check_workdir
+from jaxseg.train.evaluate import evaluate_dataset
+from jaxseg.train.init_from import read_variables
+from jaxseg.train.metrics_writer import MetricWriter
+from jaxseg.train.optimizer import make_optimizer, make_schedule
+from jaxseg.train.progress import ProgressBar
+from jaxseg.train.runtime import setup_compilation_cache
+from jaxseg.train.state import TrainState
+from jaxseg.train.step import make_eval_step, make_train_step
+from jaxseg.train.task import Task
+from jaxseg.train.tasks import make_task
+
+__all__ = ["abstract_train_state", "create_train_state", "prepare", "train_and_evaluate"]
+
+
+def create_train_state(
+    task: Task, optimizer: optax.GradientTransformation, seed: int, batch: dict[str, Any]
+) -> TrainState:
+    """Returns the initial train state for inputs shaped like `batch` (jit- and eval_shape-able)."""
+    init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
+    variables = dict(task.init_variables(init_rng, batch))
+    params = variables.pop("params")
+    return TrainState(
+        step=jax.numpy.zeros((), jax.numpy.int32),
+        params=params,
+        model_state=variables,
+        opt_state=optimizer.init(params),
+        rng=train_rng,
+    )
+
+
+def abstract_train_state(
+    task: Task, optimizer: optax.GradientTransformation, config: ml_collections.ConfigDict, mesh
+) -> TrainState:
+    """Returns the train state's `jax.ShapeDtypeStruct`s, replicated on `mesh` (no compile)."""
+    spec = task.input_spec(config.batch_size)
+    abstract = jax.eval_shape(
+        functools.partial(create_train_state, task, optimizer, config.seed), spec
+    )
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract
+    )
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str | None = None) -> Task:
+    """Returns the task of `config` after every check that needs no compile.
+
+    Raises:
+      ValueError: unknown config keys, bad values, unknown model or model settings, a
+        class count that differs from the dataset's, an image smaller than the model's
+        minimum, an unwritable `workdir`.
+    """
+    task = make_task(config)
+    check_config(config, min_image_size=task.min_image_size)
+    task.check()
+    if workdir is not None:
+        check_workdir(workdir)
+    return task
+
+
+def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
+    """Returns the mean over steps of each logged training scalar."""
+    history = jax.device_get(history)
+    return {k: float(np.mean([h[k] for h in history])) for k in history[0]}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains `config` in `workdir` (resuming from its checkpoints); returns the last eval metrics.
+
+    Writes `<workdir>/checkpoints` (orbax), `<workdir>/metrics.jsonl`, TensorBoard events
+    in `<workdir>`, and `<workdir>/config.json`.
+    """
+    task = prepare(config, workdir)
+    workdir = check_workdir(workdir)
+    setup_compilation_cache(config.compilation_cache_dir)
+    mesh = sharding.make_mesh()
+    batch_size = sharding.per_process_batch_size(config.batch_size)
+    eval_batch_size = sharding.per_process_batch_size(config.eval.batch_size)
+    num_steps = int(config.num_train_steps)
+    optimizer = make_optimizer(config.optimizer, num_steps)
+    schedule = make_schedule(config.optimizer, num_steps)
+    abstract_state = abstract_train_state(task, optimizer, config, mesh)
+
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        keep=int(config.keep_checkpoints),
+        best_metric=config.eval.best_metric,
+    )
+    latest = checkpointer.latest_step()
+    init_variables = None
+    if latest is not None:
+        checkpointer.check(latest, abstract_state)
+    elif config.init_from:
+        init_variables, source = read_variables(config.init_from)
+        check_compatible(
+            abstract_state.variables, init_variables, what=f"config.init_from {source}"
+        )
+
+    process = jax.process_index()
+    shards = {"shard_index": process, "shard_count": jax.process_count()}
+    train_iter = iter(task.train_loader(batch_size=batch_size, seed=int(config.seed), **shards))
+
+    if latest is not None:
+        state = checkpointer.restore(latest, abstract_state, train_iter)
+        logging.info("resumed from %s at step %d", checkpointer.directory, latest)
+    else:
+        create = jax.jit(
+            functools.partial(create_train_state, task, optimizer, int(config.seed)),
+            out_shardings=jax.tree_util.tree_map(lambda x: x.sharding, abstract_state),
+        )
+        state = create(task.input_spec(config.batch_size))
+        if init_variables is not None:
+            variables, copied = transplant(init_variables, state.variables)
+            fresh = len(jax.tree_util.tree_leaves(variables)) - len(copied)
+            logging.info(
+                "init_from %s: copied %d arrays, %d initialised", source, len(copied), fresh
+            )
+            params = variables.pop("params")
+            state = state.replace(params=params, model_state=variables)
+            state = sharding.replicate(state, mesh)
+
+    if process == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+    train_step = make_train_step(task, optimizer, schedule)
+    eval_step = make_eval_step(task)
+    writer = MetricWriter(workdir, enabled=process == 0)
+    step = int(jax.device_get(state.step))
+    progress = ProgressBar(
+        num_steps, initial=step, batch_size=config.batch_size, every=config.log_every_steps
+    )
+    history: list[dict[str, jax.Array]] = []
+    eval_metrics: dict[str, Any] = {}
+    loss = None
+    log_start = time.perf_counter()
+    log_start_step = step
+    try:
+        while step < num_steps:
+            batch = sharding.shard_batch(next(train_iter), mesh, task.train_keys)
+            state, metrics = train_step(state, batch)
+            step += 1
+            history.append(metrics)
+            if step % config.log_every_steps == 0 or step == num_steps:
+                summary = _mean_metrics(history)
+                now = time.perf_counter()
+                summary["images_per_second"] = (
+                    (step - log_start_step) * config.batch_size / (now - log_start)
+                )
+                log_start, log_start_step = now, step
+                writer.write(step, "train", summary)
+                loss, history = summary["loss"], []
+            progress.update(step, loss)
+            evaluate_now = step % config.eval_every_steps == 0 or step == num_steps
+            if evaluate_now:
+                eval_loader = task.eval_loader(batch_size=eval_batch_size, **shards)
+                eval_metrics = evaluate_dataset(task, state.variables, eval_loader, eval_step, mesh)
+                writer.write(step, "eval", eval_metrics)
+                progress.write(
+                    f"step {step}: eval {task.best_metric} {eval_metrics[task.best_metric]:.4f}"
+                )
+            if evaluate_now or step % config.checkpoint_every_steps == 0:
+                checkpointer.save(
+                    step, state, train_iter, metrics=eval_metrics if evaluate_now else None
+                )
+    finally:
+        checkpointer.close()
+        writer.close()
+    return eval_metrics

@@ -1,0 +1,49 @@
+"""The jit-compiled training and evaluation steps of a task."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxseg.train.state import TrainState
+from jaxseg.train.task import Task
+
+__all__ = ["make_eval_step", "make_train_step"]
+
+
+def make_train_step(
+    task: Task, optimizer: optax.GradientTransformation, schedule: optax.Schedule
+) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
+    """Returns `train_step(state, batch) -> (state, metrics)`, jitted, the state donated.
+
+    `metrics` holds the loss, the task's scalars, the gradient's global norm and the
+    learning rate of the step, all float32 scalars.
+    """
+
+    def train_step(state: TrainState, batch: dict[str, jax.Array]):
+        rng = jax.random.fold_in(state.rng, state.step)
+        grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
+        (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": loss,
+            **metrics,
+            "grad_norm": optax.tree.norm(grads),
+            "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
+        }
+        new_state = state.replace(
+            step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state
+        )
+        return new_state, metrics
+
+    return jax.jit(train_step, donate_argnums=0)
+
+
+def make_eval_step(task: Task) -> Callable[[dict[str, Any], dict[str, jax.Array]], Any]:
+    """Returns `eval_step(variables, batch) -> counts`, jitted (see `Task.eval_step`)."""
+    return jax.jit(task.eval_step)

@@ -1,0 +1,92 @@
+"""What the generic training loop needs from a task, and the table that picks the task.
+
+The loop (`jaxseg.train.loop`) and `eval.py` know nothing about pixels or boxes: a task
+builds the model and the loaders, says how to initialise variables, computes the loss,
+summarises evaluation batches into metrics and draws pictures. Semantic segmentation
+(FCN) is `jaxseg.train.semantic_task.SemanticSegmentationTask`; `jaxseg.train.tasks.TASKS`
+maps each model name to its task, so an instance segmentation task plugs in beside it.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+
+__all__ = ["Task"]
+
+
+class Task(abc.ABC):
+    """A training task: model, data, loss, evaluation and pictures for one kind of problem.
+
+    Attributes:
+      config: the training config.
+      best_metric: the evaluation metric that ranks checkpoints (higher is better).
+      train_keys, eval_keys: the batch entries sent to the device in training / evaluation.
+      min_image_size: smallest input height and width the model accepts.
+    """
+
+    best_metric: str
+    train_keys: tuple[str, ...]
+    eval_keys: tuple[str, ...]
+    min_image_size: int
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raises ValueError where the config contradicts the dataset (before any compile)."""
+
+    @abc.abstractmethod
+    def train_loader(
+        self, *, batch_size: int, seed: int, shard_index: int, shard_count: int
+    ) -> grain.DataLoader:
+        """Returns the endless, shuffled, augmented training loader (per-process batch)."""
+
+    @abc.abstractmethod
+    def eval_loader(self, *, batch_size: int, shard_index: int, shard_count: int):
+        """Returns the one-epoch, in-order evaluation loader (per-process batch)."""
+
+    @abc.abstractmethod
+    def input_spec(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """Returns the shapes and dtypes of a training batch's `train_keys` (no data read)."""
+
+    @abc.abstractmethod
+    def init_variables(self, rng: jax.Array, batch: dict[str, jax.Array]) -> dict[str, Any]:
+        """Returns the model's variables `{'params', ...}` for inputs shaped like `batch`."""
+
+    @abc.abstractmethod
+    def loss_fn(
+        self, params: Any, model_state: Any, batch: dict[str, jax.Array], rng: jax.Array
+    ) -> tuple[jax.Array, tuple[dict[str, jax.Array], Any]]:
+        """Returns `(loss, (metrics, new_model_state))` of one training batch.
+
+        `loss` is the float32 scalar to differentiate with respect to `params`; `metrics`
+        are scalars to log (averaged over the logging interval).
+        """
+
+    @abc.abstractmethod
+    def eval_step(self, variables: dict[str, Any], batch: dict[str, jax.Array]) -> Any:
+        """Returns a pytree of counts for one evaluation batch; the loop sums them."""
+
+    @abc.abstractmethod
+    def eval_metrics(self, totals: Any) -> dict[str, Any]:
+        """Returns the metrics (floats, and lists / dicts of floats) of the summed counts."""
+
+    @abc.abstractmethod
+    def predict(self, variables: dict[str, Any], batch: dict[str, jax.Array]) -> Any:
+        """Returns the predictions drawn in the pictures for one evaluation batch."""
+
+    @abc.abstractmethod
+    def write_pictures(
+        self, batch: dict[str, Any], predictions: Any, directory: str, *, start: int
+    ) -> list[str]:
+        """Writes a picture per valid image of `batch`; returns the paths written."""
+
+    @abc.abstractmethod
+    def format_metrics(self, metrics: dict[str, Any]) -> str:
+        """Returns `metrics` as a human-readable table."""
