@@ -5,15 +5,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
 python="${PYTHON:-python3}"
+log=.venv/pip-install.log
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
-  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet --upgrade pip >"$log" 2>&1 || { cat "$log"; exit 1; }
 fi
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"
 # A stamp keeps a second run from re-resolving when nothing changed.
 stamp=".venv/.installed-$(echo "$extras" | tr -c 'a-z0-9' _)$(sha1sum pyproject.toml | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
+  echo "installing jaxseg${extras:+[$extras]} into .venv (log: $log) ..."
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec" >>"$log" 2>&1 \
+    || { cat "$log"; exit 1; }
   touch "$stamp"
 fi
