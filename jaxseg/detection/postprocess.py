@@ -72,12 +72,12 @@ def select_proposals(
     keep = ops.small_boxes_mask(boxes, min_size) & (scores >= score_threshold)
     index, valid = ops.batched_nms(
         boxes,
-        jnp.where(keep, scores, -jnp.inf),
+        scores,
         levels,
         iou_threshold=nms_threshold,
         max_output_size=post_nms_top_n,
+        valid=keep,
     )
-    valid = valid & keep[index]
     return (
         jnp.where(valid[:, None], boxes[index], 0.0),
         jnp.where(valid, scores[index], 0.0),
@@ -132,12 +132,12 @@ def detect_boxes(
     )
     index, valid = ops.batched_nms(
         boxes,
-        jnp.where(keep, scores, -jnp.inf),
+        scores,
         classes,
         iou_threshold=nms_threshold,
         max_output_size=detections_per_image,
+        valid=keep,
     )
-    valid = valid & keep[index]
     return (
         jnp.where(valid[:, None], boxes[index], 0.0),
         jnp.where(valid, scores[index], 0.0),

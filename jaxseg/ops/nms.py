@@ -17,12 +17,20 @@ from jax.typing import ArrayLike
 from jaxseg.ops.boxes import box_area, check_boxes
 
 
-def _check(boxes: jax.Array, scores: jax.Array, iou_threshold: float, max_output_size: int):
+def _check(
+    boxes: jax.Array,
+    scores: jax.Array,
+    valid: jax.Array,
+    iou_threshold: float,
+    max_output_size: int,
+):
     if boxes.ndim != 2:
         raise ValueError(f"boxes must have shape [N, 4], got {boxes.shape}")
     check_boxes(boxes)
     if scores.shape != boxes.shape[:1]:
         raise ValueError(f"scores must have shape [N] = {boxes.shape[:1]}, got {scores.shape}")
+    if valid.shape != scores.shape:
+        raise ValueError(f"valid must have shape [N] = {scores.shape}, got {valid.shape}")
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold!r}")
     if not isinstance(max_output_size, int) or max_output_size < 1:
@@ -51,7 +59,11 @@ def _iou(box: jax.Array, area: jax.Array, boxes: jax.Array, areas: jax.Array) ->
 
 
 def _greedy_nms(
-    boxes: jax.Array, scores: jax.Array, iou_threshold: float, max_output_size: int
+    boxes: jax.Array,
+    scores: jax.Array,
+    valid: jax.Array,
+    iou_threshold: float,
+    max_output_size: int,
 ) -> tuple[jax.Array, jax.Array]:
     """Greedy NMS, one loop step per kept box, stopping at `max_output_size`."""
     num_boxes = boxes.shape[0]
@@ -78,7 +90,7 @@ def _greedy_nms(
         count, _, kept = jax.lax.while_loop(
             not_done,
             keep_next,
-            (jnp.int32(0), jnp.ones((num_boxes,), bool), jnp.zeros((max_output_size,), jnp.int32)),
+            (jnp.int32(0), valid[order], jnp.zeros((max_output_size,), jnp.int32)),
         )
     valid = jnp.arange(max_output_size) < count
     indices = jnp.where(valid, order[kept] if num_boxes else kept, 0)
@@ -91,12 +103,15 @@ def nms(
     *,
     iou_threshold: float,
     max_output_size: int,
+    valid: ArrayLike | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Returns (indices [max_output_size] int32, valid [max_output_size] bool) of kept boxes.
 
     Args:
       boxes: [N, 4] xyxy.
       scores: [N].
+      valid: optional [N] bool; boxes marked False (padding, filtered out) are never kept and
+        suppress nothing, as if they were not passed, and cost no loop step.
       iou_threshold: in (0, 1]; a box is dropped when its IoU with a kept, higher-scoring box
         is strictly greater.
       max_output_size: the fixed output length.
@@ -106,8 +121,9 @@ def nms(
     past the kept ones have `valid` False and index 0.
     """
     boxes, scores = jnp.asarray(boxes), jnp.asarray(scores)
-    _check(boxes, scores, iou_threshold, max_output_size)
-    return _greedy_nms(boxes, scores, iou_threshold, max_output_size)
+    valid = jnp.ones(scores.shape, bool) if valid is None else jnp.asarray(valid, bool)
+    _check(boxes, scores, valid, iou_threshold, max_output_size)
+    return _greedy_nms(boxes, scores, valid, iou_threshold, max_output_size)
 
 
 def batched_nms(
@@ -117,6 +133,7 @@ def batched_nms(
     *,
     iou_threshold: float,
     max_output_size: int,
+    valid: ArrayLike | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Returns (indices, valid) as `nms`, where boxes only suppress boxes of their own class.
 
@@ -124,6 +141,7 @@ def batched_nms(
       boxes: [N, 4] xyxy.
       scores: [N].
       classes: [N] int class (or any group id) of each box.
+      valid: optional [N] bool, as in `nms`.
 
     Same kept boxes, in descending score order, as `torchvision.ops.batched_nms`.
 
@@ -133,7 +151,8 @@ def batched_nms(
     number of boxes kept in one class; memory O(N).
     """
     boxes, scores, classes = jnp.asarray(boxes), jnp.asarray(scores), jnp.asarray(classes)
-    _check(boxes, scores, iou_threshold, max_output_size)
+    valid = jnp.ones(scores.shape, bool) if valid is None else jnp.asarray(valid, bool)
+    _check(boxes, scores, valid, iou_threshold, max_output_size)
     if classes.shape != scores.shape:
         raise ValueError(f"classes must have shape [N] = {scores.shape}, got {classes.shape}")
     num_boxes = boxes.shape[0]
@@ -169,7 +188,7 @@ def batched_nms(
     _, kept = jax.lax.while_loop(
         lambda state: jnp.any(state[0]),
         keep_leaders,
-        (jnp.ones((num_boxes,), bool), jnp.zeros((num_boxes,), bool)),
+        (valid[by_class], jnp.zeros((num_boxes,), bool)),
     )
     # Back to descending score order across classes, as torchvision returns them.
     kept = jnp.zeros((num_boxes,), bool).at[by_class].set(kept)

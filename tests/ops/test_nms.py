@@ -118,6 +118,28 @@ def test_batched_under_jit_and_vmap():
         np.testing.assert_array_equal(kept(indices[i], valid[i]), ref[:40])
 
 
+def test_invalid_boxes_are_left_out():
+    rng = np.random.default_rng(5)
+    boxes = clustered_boxes(rng, 300)
+    scores = rng.uniform(size=300).astype(np.float32)
+    classes = rng.integers(0, 4, size=300)
+    valid = rng.uniform(size=300) < 0.6
+    subset = np.flatnonzero(valid)
+    tb, ts = torch.from_numpy(boxes[subset]), torch.from_numpy(scores[subset])
+    ref = subset[torchvision.ops.nms(tb, ts, 0.5).numpy()]
+    out = ops.nms(boxes, scores, iou_threshold=0.5, max_output_size=300, valid=valid)
+    np.testing.assert_array_equal(kept(*out), ref)
+    ref = subset[_batched_nms_vanilla(tb, ts, torch.from_numpy(classes[subset]), 0.5).numpy()]
+    out = ops.batched_nms(
+        boxes, scores, classes, iou_threshold=0.5, max_output_size=300, valid=valid
+    )
+    np.testing.assert_array_equal(kept(*out), ref)
+    none = ops.batched_nms(
+        boxes, scores, classes, iou_threshold=0.5, max_output_size=5, valid=np.zeros(300, bool)
+    )
+    assert not np.asarray(none[1]).any()
+
+
 def test_degenerate_inputs():
     empty = ops.nms(jnp.zeros((0, 4)), jnp.zeros((0,)), iou_threshold=0.5, max_output_size=3)
     assert not np.asarray(empty[1]).any()
