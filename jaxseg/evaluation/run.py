@@ -69,14 +69,16 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         mesh = sharding.make_mesh()
         optimizer = make_optimizer(config.optimizer, int(config.num_train_steps))
         abstract_state = abstract_train_state(task, optimizer, config, mesh)
-        state = checkpointer.restore(step, abstract_state)
+        # Only the variables: evaluation needs no optimiser state, and a converted
+        # checkpoint (python -m jaxseg.convert) has none.
+        variables = sharding.replicate(checkpointer.restore_variables(step, abstract_state), mesh)
     finally:
         checkpointer.close()
 
     batch_size = sharding.per_process_batch_size(config.eval.batch_size)
     shards = {"shard_index": jax.process_index(), "shard_count": jax.process_count()}
     loader = task.eval_loader(batch_size=batch_size, **shards)
-    metrics = evaluate_dataset(task, state.variables, loader, make_eval_step(task), mesh)
+    metrics = evaluate_dataset(task, variables, loader, make_eval_step(task), mesh)
     result = {**metrics, "step": step, "checkpoint": os.path.join(directory, str(step))}
     pictures_dir = os.path.join(eval_dir, "pictures")
     paths = []
@@ -86,7 +88,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         if config.eval.num_pictures > 0:
             paths = write_pictures(
                 task,
-                state.variables,
+                variables,
                 task.eval_loader(batch_size=batch_size, shard_index=0, shard_count=1),
                 pictures_dir,
                 count=int(config.eval.num_pictures),

@@ -159,6 +159,32 @@ class Checkpointer:
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"]
 
+    def restore_variables(self, step: int, abstract_state: Any) -> dict[str, Any]:
+        """Returns `{'params': ..., **model_state}` saved at `step`, without optimiser state.
+
+        What evaluation needs. It also reads checkpoints that hold no optimiser state, such
+        as those `python -m jaxseg.convert` writes.
+
+        Args:
+          step: the checkpoint step.
+          abstract_state: the model's train state (its `params` and `model_state` are used).
+
+        Raises:
+          ValueError: if an array the model needs is missing or has another shape.
+        """
+        saved = self.restore_raw(step)
+        found = {"params": saved["params"], "model_state": saved.get("model_state") or {}}
+        expected = {"params": abstract_state.params, "model_state": abstract_state.model_state}
+        what = f"checkpoint {os.path.join(self.directory, str(step))}"
+        missing = sorted(set(_shapes(expected)) - set(_shapes(found)))
+        if missing:
+            raise ValueError(
+                f"{what} lacks {len(missing)} of the model's arrays:\n  "
+                + "\n  ".join(missing[:20])
+            )
+        check_compatible(expected, found, what=what)
+        return {"params": found["params"], **found["model_state"]}
+
     def restore_raw(self, step: int) -> Any:
         """Returns the state saved at `step` as nested dicts of numpy arrays (no target)."""
         restored = self.manager.restore(
