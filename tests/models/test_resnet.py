@@ -50,20 +50,11 @@ def test_block_names_and_counts():
     assert set(variables["batch_stats"]["layer2_0"]["bn2"]) == {"mean", "var"}
 
 
-def test_resnet18_matches_torchvision(torchvision_variables):
+def test_resnet18_matches_torchvision(torchvision_variables, torchvision_resnet18):
     import torch
-    import torchvision
 
-    torch.manual_seed(0)
-    net = torchvision.models.resnet18(weights=None)
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            torch.nn.init.uniform_(module.weight, 0.2, 0.6)
-            torch.nn.init.normal_(module.bias, 0.0, 0.2)
-            torch.nn.init.normal_(module.running_mean, 0.0, 0.2)
-            torch.nn.init.uniform_(module.running_var, 0.5, 2.0)
-    net.eval()
-    images = torch.randn(2, 3, 45, 38)
+    net = torchvision_resnet18
+    images = torch.randn(2, 3, 45, 38, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         h = net.maxpool(net.relu(net.bn1(net.conv1(images))))
         expected = {}
