@@ -10,11 +10,11 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from jaxseg.convert import Conversion, save_converted
+from jaxseg.convert import VOC_CATEGORIES, Conversion, save_converted
 from jaxseg.evaluation.images import find_images, input_scale, prepare_input, read_images
 from jaxseg.evaluation.run import predict_images
 from jaxseg.evaluation.visualize import draw_instances, segmentation_overlay
-from jaxseg.models import MaskRCNN
+from jaxseg.models import FCNResNet, MaskRCNN
 from jaxseg.train.config import base_config
 from jaxseg.train.tasks import make_task
 
@@ -99,8 +99,7 @@ def test_semantic_task_writes_overlays_class_maps_and_json(tmp_path):
     config.dataset.config = "small"
     config.compilation_cache_dir = ""
     task = make_task(config)
-    example = jnp.zeros((1, 64, 64, 3))
-    variables = jax.jit(task.init_variables)(jax.random.key(0), {"image": example})
+    variables = _numpy_variables(task.model, train=False)
     _save_variables(tmp_path / "run", variables)
     folder = _write_images(tmp_path / "pics")
     written = predict_images(config, str(tmp_path / "run"), str(folder / "*g"))
@@ -123,6 +122,48 @@ def test_semantic_task_writes_overlays_class_maps_and_json(tmp_path):
     assert Image.open(out / "000_a.png").size[1] > 40  # the legend below the image
 
 
+def _numpy_variables(model, **kwargs):
+    """Returns variables drawn with NumPy: compiling `init` costs up to a minute on XLA:CPU."""
+    shapes = jax.eval_shape(
+        lambda k: model.init(k, jnp.zeros((1, 64, 64, 3)), **kwargs), jax.random.key(0)
+    )
+    rng = np.random.default_rng(0)
+
+    def draw(path, leaf):
+        name = str(getattr(path[-1], "key", path[-1]))
+        if name in ("var", "scale"):
+            return np.ones(leaf.shape, leaf.dtype)
+        fan_in = np.prod(leaf.shape[:-1]) if name == "kernel" else 100.0
+        return (rng.normal(size=leaf.shape) / np.sqrt(fan_in)).astype(leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def _save_small(directory, conversion, **resize):
+    """Writes `conversion` as `python -m jaxseg.convert` does, with a smaller resize rule."""
+    save_converted(directory, conversion)
+    path = directory / "jaxseg_convert.json"
+    metadata = json.loads(path.read_text())
+    metadata["preprocessing"].update(resize)
+    path.write_text(json.dumps(metadata))
+
+
+def test_converted_fcn_folder_needs_no_config(tmp_path):
+    model = FCNResNet(depth=50, width=0.125, num_classes=21)
+    conversion = Conversion(
+        "fcn_resnet50", model, {"width": 0.125, "num_classes": 21}, _numpy_variables(model), {}, ()
+    )
+    _save_small(tmp_path / "converted", conversion, resize_size=48)  # torchvision's: 520
+    folder = _write_images(tmp_path / "pics")
+    predict_images(None, str(tmp_path / "converted"), str(folder / "b.jpg"))
+    out = tmp_path / "converted" / "images"
+    with open(out / "predictions.json") as f:
+        (record,) = json.load(f)["images"]
+    assert record["size"] == [33, 30]
+    assert set(record["class_fractions"]) <= set(VOC_CATEGORIES)
+    assert np.asarray(Image.open(out / "000_b_classes.png")).shape == (33, 30)
+
+
 def test_converted_mask_rcnn_folder_needs_no_config(tmp_path):
     model = MaskRCNN(
         depth=50,
@@ -136,20 +177,7 @@ def test_converted_mask_rcnn_folder_needs_no_config(tmp_path):
         box_score_threshold=0.0,
         detections_per_image=5,
     )
-    # Drawn with NumPy: compiling MaskRCNN's init costs a minute on XLA:CPU.
-    shapes = jax.eval_shape(
-        lambda k: model.init(k, jnp.zeros((1, 64, 64, 3)), train=False), jax.random.key(0)
-    )
-    rng = np.random.default_rng(0)
-
-    def draw(path, leaf):
-        name = str(getattr(path[-1], "key", path[-1]))
-        if name in ("var", "scale"):
-            return np.ones(leaf.shape, leaf.dtype)
-        fan_in = np.prod(leaf.shape[:-1]) if name == "kernel" else 100.0
-        return (rng.normal(size=leaf.shape) / np.sqrt(fan_in)).astype(leaf.dtype)
-
-    variables = jax.tree_util.tree_map_with_path(draw, shapes)
+    variables = _numpy_variables(model, train=False)
     settings = {k: getattr(model, k) for k in ("width", "num_classes", "fpn_channels")}
     settings.update(
         representation_size=32,
@@ -160,13 +188,8 @@ def test_converted_mask_rcnn_folder_needs_no_config(tmp_path):
         detections_per_image=5,
     )
     conversion = Conversion("maskrcnn_resnet50_fpn", model, settings, variables, {}, ())
-    save_converted(tmp_path / "converted", conversion)
     # torchvision's rule (shorter side 800, longer at most 1333) at a CPU-test size.
-    metadata_path = tmp_path / "converted" / "jaxseg_convert.json"
-    metadata = json.loads(metadata_path.read_text())
-    assert metadata["preprocessing"]["resize_size"] == 800
-    metadata["preprocessing"].update(resize_size=64, max_size=80)
-    metadata_path.write_text(json.dumps(metadata))
+    _save_small(tmp_path / "converted", conversion, resize_size=64, max_size=80)
     folder = _write_images(tmp_path / "pics")
     predict_images(
         None,
