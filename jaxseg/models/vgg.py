@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from jaxseg.models.patch_conv import PatchConv
+
 __all__ = ["VGG16", "max_pool_ceil", "scaled_channels"]
 
 # (stage, number of 3x3 convs, channels at width 1.0)
@@ -103,10 +105,12 @@ class VGG16(nn.Module, kw_only=True):
         features = {}
         for stage, num_convs, channels in _STAGES:
             for i in range(1, num_convs + 1):
-                pad = 100 if (stage, i) == (1, 1) else 1
-                x = nn.Conv(
-                    scaled_channels(channels, self.width),
-                    (3, 3),
+                first = (stage, i) == (1, 1)
+                pad = 100 if first else 1
+                # conv1_1 sees the image's 3 channels: a patch matmul (see PatchConv).
+                x = (PatchConv if first else nn.Conv)(
+                    features=scaled_channels(channels, self.width),
+                    kernel_size=(3, 3),
                     padding=((pad, pad), (pad, pad)),
                     kernel_init=_conv_init,
                     dtype=self.dtype,
