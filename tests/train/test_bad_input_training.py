@@ -219,7 +219,7 @@ def _write_coco_split(root, split, count, first_bad, rng):
         add(image_id, _jpeg(image), [good, *extra])
     bad = []
     if first_bad is not None:
-        image, _ = _scene(rng)
+        image, _ = _scene(np.random.default_rng(first_bad))  # not from `rng`: clean must match
         triangle = [dict(category_id=1, segmentation=[[1, 1, 9, 1, 9, 9]])]
         add(first_bad, b"corrupt bytes", triangle)
         add(first_bad + 1, _png_header(50_000, 50_000), triangle, 50_000, 50_000)

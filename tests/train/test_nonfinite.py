@@ -102,19 +102,20 @@ def test_training_skips_nonfinite_steps_and_logs_them(
 ):
     tiny_config.compilation_cache_dir = compilation_cache
     tiny_config.max_consecutive_nonfinite = 3
-    _poison_batches(monkeypatch, {3, 4})
+    _poison_batches(monkeypatch, {4, 5})  # one in each of two logging intervals
     with caplog.at_level(logging.WARNING):
         train_and_evaluate(tiny_config, str(tmp_path))
     skipped = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
-    assert [m.split(":")[0] for m in skipped] == ["step 3", "step 4"], skipped
+    assert [m.split(":")[0] for m in skipped] == ["step 4", "step 5"], skipped
     with open(tmp_path / "metrics.jsonl") as f:
         train = {r["step"]: r for r in map(json.loads, f) if r["split"] == "train"}
-    assert train[4]["nonfinite_steps"] == 2 and np.isfinite(train[4]["loss"])
-    assert train[2]["nonfinite_steps"] == 0 and train[6]["nonfinite_steps"] == 0
+    assert [train[step]["nonfinite_steps"] for step in (2, 4, 6)] == [0, 1, 1]
+    assert all(np.isfinite(train[step]["loss"]) for step in (2, 4, 6))  # skipped steps left out
     checkpointer = Checkpointer(os.path.join(tmp_path, "checkpoints"), create=False)
     for step in checkpointer.all_steps():
         for leaf in jax.tree_util.tree_leaves(checkpointer.restore_raw(step)):
-            assert np.all(np.isfinite(leaf))
+            leaf = np.asarray(leaf)
+            assert not np.issubdtype(leaf.dtype, np.floating) or np.all(np.isfinite(leaf))
 
 
 def test_too_many_nonfinite_steps_stop_training(
