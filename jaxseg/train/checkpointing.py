@@ -182,10 +182,12 @@ class Checkpointer:
         )
 
     def check(self, step: int, abstract_state: Any, *, subtree: str = "") -> None:
-        """Raises ValueError if the state saved at `step` has other shapes than `abstract_state`.
+        """Raises ValueError if the state saved at `step` does not fit `abstract_state`.
 
         Raises:
-          CheckpointMismatchError (a ValueError): arrays of other shapes.
+          CheckpointMismatchError (a ValueError): arrays of other shapes; without `subtree`,
+            also arrays missing from the checkpoint or absent from the model (a checkpoint
+            of another model or jaxseg version, not a damaged one).
           CorruptCheckpointError: the state's metadata cannot be read.
         """
         try:
@@ -194,12 +196,17 @@ class Checkpointer:
             raise CorruptCheckpointError(f"cannot read its metadata: {e}") from e
         if metadata is None:
             raise CorruptCheckpointError("its state metadata (state/_METADATA) is missing")
-        check_compatible(
-            abstract_state,
-            metadata,
-            what=f"checkpoint {os.path.join(self.directory, str(step))}",
-            subtree=subtree,
-        )
+        what = f"checkpoint {self.step_path(step)}"
+        check_compatible(abstract_state, metadata, what=what, subtree=subtree)
+        if not subtree:
+            want, have = set(_shapes(abstract_state)), set(_shapes(metadata))
+            if want != have:
+                raise CheckpointMismatchError(
+                    f"{what} holds other arrays than the train state: missing "
+                    f"{sorted(want - have)[:10]}, not in the model {sorted(have - want)[:10]} "
+                    "(another model, or a checkpoint without optimiser state such as a "
+                    "converted one: use it as config.init_from)"
+                )
 
     def restore(
         self, step: int, abstract_state: Any, data_iterator: grain.DataLoaderIterator | None = None
@@ -241,13 +248,15 @@ class Checkpointer:
         so make a fresh one.
 
         Raises:
-          CheckpointMismatchError: the newest readable checkpoint has other shapes than
-            `abstract_state` (another model or class count: an error, not a fallback).
+          CheckpointMismatchError: the newest readable checkpoint has other arrays or
+            shapes than `abstract_state` (another model or class count, a converted
+            checkpoint: an error, not a fallback, and nothing is moved).
         """
+        unusable = 0
         for step in reversed(self.all_steps()):
             try:
-                self.check_complete(step, with_data=data_iterator is not None)
                 self.check(step, abstract_state)
+                self.check_complete(step, with_data=data_iterator is not None)
                 state = self.restore(step, abstract_state, data_iterator)
                 if not tree_is_finite(state):
                     raise CorruptCheckpointError("it holds NaN or Inf")
@@ -255,6 +264,7 @@ class Checkpointer:
             except CheckpointMismatchError:
                 raise
             except Exception as e:  # any failure to read it means "corrupt"
+                unusable += 1
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                 moved = self._quarantine(step)
                 logging.error(
@@ -264,6 +274,12 @@ class Checkpointer:
                     reason[:500],
                     f", moved to {moved}" if moved else "",
                 )
+        if unusable:
+            logging.error(
+                "none of the %d checkpoints in %s is usable: starting from step 0",
+                unusable,
+                self.directory,
+            )
         return None, None
 
     def _quarantine(self, step: int) -> str | None:

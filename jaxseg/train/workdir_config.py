@@ -5,7 +5,8 @@ experiments in one set of checkpoints and logs (and often fail much later, insid
 restore). `check_workdir_config` compares the new config with the one the workdir was
 started with and refuses, before anything is compiled, any difference outside the keys
 that only say how long to train, how often to log, evaluate and save, or where files are
-(`RESUMABLE_KEYS`). `allow_change=True` (train.py's `--allow_config_change`) accepts the
+(`RESUMABLE_KEYS`); keys that a newer jaxseg added, left at their defaults, are no
+change either. `allow_change=True` (train.py's `--allow_config_change`) accepts the
 difference and logs it.
 """
 
@@ -17,6 +18,8 @@ from typing import Any
 
 import ml_collections
 from absl import logging
+
+from jaxseg.train.config import base_config
 
 __all__ = ["CONFIG_FILE", "RESUMABLE_KEYS", "check_workdir_config", "write_workdir_config"]
 
@@ -79,7 +82,14 @@ def check_workdir_config(
         return
     current = _flatten(_as_json(config))
     differ = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
-    refused = [k for k in differ if not _resumable(k)]
+    # A key the workdir's jaxseg did not have yet, at its default, is no change.
+    defaults = _flatten(_as_json(base_config()))
+    refused = [
+        k
+        for k in differ
+        if not _resumable(k)
+        and not (k not in saved and k in defaults and current.get(k) == defaults[k])
+    ]
     for key in differ:
         logging.info(
             "config.%s: %r in %s, now %r", key, saved.get(key, "<absent>"), path,

@@ -137,6 +137,21 @@ def test_other_shapes_are_an_error_not_a_fallback(tmp_path):
     assert sorted(os.listdir(directory)) == ["1", "2"]  # nothing moved
 
 
+def test_other_arrays_are_an_error_not_a_fallback(tmp_path):
+    """A checkpoint of another model or jaxseg version is not damaged: never moved aside."""
+    directory = tmp_path / "checkpoints"
+    checkpointer = Checkpointer(str(directory))
+    checkpointer.save(1, dict(_state(1), extra=np.zeros(2, np.float32)), None)
+    checkpointer.close()
+    checkpointer = Checkpointer(str(directory))
+    with pytest.raises(
+        CheckpointMismatchError, match=r"other arrays .*not in the model \['extra'\]"
+    ):
+        checkpointer.restore_latest(_abstract())
+    checkpointer.close()
+    assert os.listdir(directory) == ["1"]
+
+
 def test_preemption_guard_records_sigterm_and_restores_the_handler():
     previous = signal.getsignal(signal.SIGTERM)
     with PreemptionGuard() as guard:

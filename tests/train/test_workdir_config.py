@@ -56,6 +56,17 @@ def test_added_model_settings_count_as_changes(started):
         check_workdir_config(config, started)
 
 
+def test_keys_added_by_a_newer_jaxseg_at_their_default_are_no_change(tmp_path):
+    old = base_config().to_dict()
+    del old["dtype"]  # as if the workdir was started before `dtype` existed
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    check_workdir_config(base_config(), str(tmp_path))
+    config = base_config()
+    config.dtype = "bfloat16"
+    with pytest.raises(ValueError, match=r"config.dtype: '<absent>' in the workdir, 'bfloat16'"):
+        check_workdir_config(config, str(tmp_path))
+
+
 def test_override_accepts_and_logs(started, caplog):
     config = base_config()
     config.batch_size = 4
