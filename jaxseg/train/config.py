@@ -41,6 +41,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval_every_steps = 500
     config.checkpoint_every_steps = 500
     config.keep_checkpoints = 2  # the last K, plus the best by validation `best_metric`
+    # Steps with a NaN/Inf loss or gradient are skipped (not applied); this many in a row
+    # stop training with an error (jaxseg.train.nonfinite).
+    config.max_consecutive_nonfinite = 5
     config.dtype = "float32"  # compute dtype; parameters and losses stay float32
     # Workdir (or its checkpoints/ folder) of a coarser net to start from: parameters with
     # the same path and shape are copied, the others (new score layers) keep their init.
@@ -127,7 +130,7 @@ def check_config(config: ml_collections.ConfigDict, *, min_image_size: int = 1) 
     for key in ("batch_size", "num_train_steps", "log_every_steps", "eval_every_steps"):
         if int(config[key]) < 1:
             raise ValueError(f"config.{key} must be >= 1, got {config[key]}")
-    for key in ("checkpoint_every_steps", "keep_checkpoints"):
+    for key in ("checkpoint_every_steps", "keep_checkpoints", "max_consecutive_nonfinite"):
         if int(config[key]) < 1:
             raise ValueError(f"config.{key} must be >= 1, got {config[key]}")
     if config.dtype not in DTYPES:

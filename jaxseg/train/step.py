@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxseg.train.nonfinite import SKIPPED_KEY, keep_if_finite
 from jaxseg.train.state import TrainState
 from jaxseg.train.task import Task
 
@@ -20,8 +21,9 @@ def make_train_step(
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
     """Returns `train_step(state, batch) -> (state, metrics)`, jitted, the state donated.
 
-    `metrics` holds the loss, the task's scalars, the gradient's global norm and the
-    learning rate of the step, all float32 scalars.
+    `metrics` holds the loss, the task's scalars, the gradient's global norm, the
+    learning rate of the step and `nonfinite` (1.0 if the loss or a gradient was NaN or
+    Inf: then the update is not applied, see `jaxseg.train.nonfinite`), all float32 scalars.
     """
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]):
@@ -39,6 +41,8 @@ def make_train_step(
         new_state = state.replace(
             step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state
         )
+        new_state, finite = keep_if_finite(state, new_state, loss, grads)
+        metrics[SKIPPED_KEY] = jnp.where(finite, 0.0, 1.0).astype(jnp.float32)
         return new_state, metrics
 
     return jax.jit(train_step, donate_argnums=0)
