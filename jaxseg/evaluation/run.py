@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxseg.train import sharding
+from jaxseg.train import distributed, sharding
 from jaxseg.train.checkpointing import Checkpointer
 from jaxseg.train.config import check_workdir
 from jaxseg.train.evaluate import evaluate_dataset, write_pictures
@@ -46,6 +46,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         checkpoint step, or a checkpoint whose shapes differ from the model's.
     """
     task = prepare(config)
+    distributed.initialize(config.distributed)  # before anything touches a device
     workdir = os.path.abspath(os.path.expanduser(workdir))
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory):
@@ -71,14 +72,17 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         abstract_state = abstract_train_state(task, optimizer, config, mesh)
         # Only the variables: evaluation needs no optimiser state, and a converted
         # checkpoint (python -m jaxseg.convert) has none.
-        variables = sharding.replicate(checkpointer.restore_variables(step, abstract_state), mesh)
+        shardings = sharding.step_shardings(abstract_state, mesh, mode=config.sharding.params)
+        host_variables = checkpointer.restore_variables(step, abstract_state)
+        variables = jax.device_put(host_variables, shardings.variables)
     finally:
         checkpointer.close()
 
-    batch_size = sharding.per_process_batch_size(config.eval.batch_size)
+    batch_size = sharding.per_process_batch_size(config.eval.batch_size, what="eval.batch_size")
     shards = {"shard_index": jax.process_index(), "shard_count": jax.process_count()}
     loader = task.eval_loader(batch_size=batch_size, **shards)
-    metrics = evaluate_dataset(task, variables, loader, make_eval_step(task), mesh)
+    eval_step = make_eval_step(task, shardings=shardings)
+    metrics = evaluate_dataset(task, variables, loader, eval_step, mesh)
     result = {**metrics, "step": step, "checkpoint": os.path.join(directory, str(step))}
     pictures_dir = os.path.join(eval_dir, "pictures")
     paths = []
@@ -88,7 +92,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         if config.eval.num_pictures > 0:
             paths = write_pictures(
                 task,
-                variables,
+                host_variables,
                 task.eval_loader(batch_size=batch_size, shard_index=0, shard_count=1),
                 pictures_dir,
                 count=int(config.eval.num_pictures),

@@ -10,6 +10,7 @@ from `config.init_from`), and train with periodic logging, evaluation and checkp
 from __future__ import annotations
 
 import functools
+import io
 import os
 import time
 from typing import Any
@@ -21,7 +22,7 @@ import optax
 from absl import logging
 
 from jaxseg.models import transplant
-from jaxseg.train import sharding
+from jaxseg.train import distributed, sharding
 from jaxseg.train.checkpointing import Checkpointer, check_compatible
 from jaxseg.train.config import check_config, check_workdir
 from jaxseg.train.evaluate import evaluate_dataset
@@ -29,7 +30,7 @@ from jaxseg.train.init_from import read_variables
 from jaxseg.train.metrics_writer import MetricWriter
 from jaxseg.train.optimizer import make_optimizer, make_schedule
 from jaxseg.train.progress import ProgressBar
-from jaxseg.train.runtime import setup_compilation_cache
+from jaxseg.train.runtime import StepCompileLog, setup_compilation_cache, setup_log_compiles
 from jaxseg.train.state import TrainState
 from jaxseg.train.step import make_eval_step, make_train_step
 from jaxseg.train.task import Task
@@ -57,14 +58,18 @@ def create_train_state(
 def abstract_train_state(
     task: Task, optimizer: optax.GradientTransformation, config: ml_collections.ConfigDict, mesh
 ) -> TrainState:
-    """Returns the train state's `jax.ShapeDtypeStruct`s, replicated on `mesh` (no compile)."""
+    """Returns the train state's `jax.ShapeDtypeStruct`s, with their shardings on `mesh`.
+
+    No compile. Parameters and optimiser state are replicated or split FSDP-style as
+    `config.sharding.params` says (see `jaxseg.train.sharding.step_shardings`).
+    """
     spec = task.input_spec(config.batch_size)
     abstract = jax.eval_shape(
         functools.partial(create_train_state, task, optimizer, config.seed), spec
     )
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    shardings = sharding.step_shardings(abstract, mesh, mode=config.sharding.params).state
     return jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings
     )
 
 
@@ -86,7 +91,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None) -> Ta
 
 def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
     """Returns the mean over steps of each logged training scalar."""
-    history = jax.device_get(history)
+    history = distributed.gather(history)
     return {k: float(np.mean([h[k] for h in history])) for k in history[0]}
 
 
@@ -98,14 +103,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """
     task = prepare(config, workdir)
     workdir = check_workdir(workdir)
+    distributed.initialize(config.distributed)  # before anything touches a device
     setup_compilation_cache(config.compilation_cache_dir)
+    setup_log_compiles(config.log_compiles)
     mesh = sharding.make_mesh()
     batch_size = sharding.per_process_batch_size(config.batch_size)
-    eval_batch_size = sharding.per_process_batch_size(config.eval.batch_size)
+    eval_batch_size = sharding.per_process_batch_size(
+        config.eval.batch_size, what="eval.batch_size"
+    )
     num_steps = int(config.num_train_steps)
     optimizer = make_optimizer(config.optimizer, num_steps)
     schedule = make_schedule(config.optimizer, num_steps)
     abstract_state = abstract_train_state(task, optimizer, config, mesh)
+    shardings = sharding.step_shardings(abstract_state, mesh, mode=config.sharding.params)
 
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"),
@@ -143,18 +153,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             )
             params = variables.pop("params")
             state = state.replace(params=params, model_state=variables)
-            state = sharding.replicate(state, mesh)
+            state = jax.device_put(state, shardings.state)
 
-    if process == 0:
+    main = distributed.is_main_process()  # only process 0 writes files and the terminal
+    if main:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
-    train_step = make_train_step(task, optimizer, schedule)
-    eval_step = make_eval_step(task)
-    writer = MetricWriter(workdir, enabled=process == 0)
-    step = int(jax.device_get(state.step))
+    train_step = make_train_step(task, optimizer, schedule, shardings=shardings)
+    eval_step = make_eval_step(task, shardings=shardings)
+    writer = MetricWriter(workdir, enabled=main)
+    step = int(distributed.gather(state.step))
     progress = ProgressBar(
-        num_steps, initial=step, batch_size=config.batch_size, every=config.log_every_steps
+        num_steps,
+        initial=step,
+        batch_size=config.batch_size,
+        every=config.log_every_steps,
+        stream=None if main else io.StringIO(),  # other processes draw no bar
     )
+    compiles = StepCompileLog("train_step") if config.log_compiles else None
     history: list[dict[str, jax.Array]] = []
     eval_metrics: dict[str, Any] = {}
     loss = None
@@ -165,6 +181,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             batch = sharding.shard_batch(next(train_iter), mesh, task.train_keys)
             state, metrics = train_step(state, batch)
             step += 1
+            if compiles is not None:
+                compiles.after_step(step)
             history.append(metrics)
             if step % config.log_every_steps == 0 or step == num_steps:
                 summary = _mean_metrics(history)
@@ -189,6 +207,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     step, state, train_iter, metrics=eval_metrics if evaluate_now else None
                 )
     finally:
+        if compiles is not None:
+            compiles.close()
         checkpointer.close()
         writer.close()
     return eval_metrics
