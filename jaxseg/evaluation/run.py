@@ -74,7 +74,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         # checkpoint (python -m jaxseg.convert) has none.
         shardings = sharding.step_shardings(abstract_state, mesh, mode=config.sharding.params)
         host_variables = checkpointer.restore_variables(step, abstract_state)
-        variables = jax.device_put(host_variables, shardings.variables)
+        variables = sharding.put(host_variables, shardings.variables)
     finally:
         checkpointer.close()
 

@@ -146,6 +146,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         )
         state = create(task.input_spec(config.batch_size))
         if init_variables is not None:
+            state = distributed.gather(state)  # on the host, whatever its sharding
             variables, copied = transplant(init_variables, state.variables)
             fresh = len(jax.tree_util.tree_leaves(variables)) - len(copied)
             logging.info(
@@ -153,7 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             )
             params = variables.pop("params")
             state = state.replace(params=params, model_state=variables)
-            state = jax.device_put(state, shardings.state)
+            state = sharding.put(state, shardings.state)
 
     main = distributed.is_main_process()  # only process 0 writes files and the terminal
     if main:

@@ -27,6 +27,7 @@ __all__ = [
     "fsdp_spec",
     "make_mesh",
     "per_process_batch_size",
+    "put",
     "replicate",
     "replicated",
     "shard_batch",
@@ -84,6 +85,20 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh, keys: tuple[str, ...])
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Returns `tree` with every array replicated on all devices of `mesh`."""
     return jax.device_put(tree, replicated(mesh))
+
+
+def put(tree: Any, shardings: Any) -> Any:
+    """Returns the host arrays of `tree` as global arrays with `shardings` (a matching tree).
+
+    Every process passes the same whole values and keeps only the pieces its devices hold;
+    unlike `jax.device_put`, this works for any sharding in a multi-process job.
+    """
+
+    def one(x, sharding):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree_util.tree_map(one, tree, shardings)
 
 
 def fsdp_spec(shape: tuple[int, ...], num_shards: int) -> PartitionSpec:
