@@ -44,6 +44,7 @@ def _parse(argv):
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", choices=("fcn", "mask_rcnn", "fcn_loop"), required=True)
     parser.add_argument("--workdir", default="")
+    parser.add_argument("--config", default="", help="fcn_loop: a config file, shrunk")
     parser.add_argument("--data-dir", default="")
     parser.add_argument("--local-devices", type=int, default=1)
     parser.add_argument("--meshes", default="1:replicated")
@@ -214,6 +215,26 @@ def train(task, optimizer, schedule, batches, host_state, mesh, mode):
     return distributed.gather(state.params), np.asarray(losses), recompiles
 
 
+def shrink_config(path: str, data_dir: str):
+    """Returns the config of the file `path`, cut down to a tiny model on the shapes data."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("config_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    if config.model.name == "mask_rcnn":
+        for key, value in MASK_RCNN_TINY.items():
+            if key != "num_classes":
+                config.model[key] = value
+    else:
+        config.model.width = 0.03125
+    config.dataset.data_dir = data_dir
+    config.compilation_cache_dir = ""
+    config.eval.num_pictures = 0
+    return config
+
+
 def train_loop(args):
     """Runs `train_and_evaluate` of the tiny FCN config; each process writes its eval metrics
     to `<out>.<process id>.json`."""
@@ -227,6 +248,8 @@ def train_loop(args):
     from conftest import make_tiny_config
 
     config = make_tiny_config(args.data_dir)
+    if args.config:
+        config = shrink_config(args.config, args.data_dir)
     config.batch_size = args.batch_size
     config.num_train_steps = args.steps
     config.log_every_steps = 1
