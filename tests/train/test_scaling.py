@@ -194,12 +194,14 @@ def test_no_recompiles_after_the_first_step(tiny_config):
     assert compiles.seconds() > 0
 
 
-@pytest.mark.parametrize("model", ["fcn", "mask_rcnn"])
-def test_bfloat16_tracks_float32_losses(shapes_data_dir, model):
+@pytest.mark.parametrize("model, rtol", [("fcn", 0.02), ("mask_rcnn", 0.05)])
+def test_bfloat16_tracks_float32_losses(shapes_data_dir, model, rtol):
     """bf16 convolutions and matmuls, float32 parameters and losses.
 
-    Tolerance: each of 4 SGD steps' losses within 2% of float32's (bf16 has an 8-bit
-    mantissa: ~0.4% per rounding, partly averaged away in the float32 loss reductions).
+    Tolerance: each of 4 SGD steps' losses within 2% of float32's for FCN (bf16 keeps 8
+    mantissa bits, ~0.4% per rounding, partly averaged away in the float32 reductions),
+    5% for Mask R-CNN, whose discrete choices (top-k proposals, NMS, IoU matching) can
+    flip on bf16 scores and change the sampled anchors and RoIs (measured: 2.6% at most).
     """
     worker = _worker_module()
     losses, dtypes = {}, {}
@@ -216,7 +218,7 @@ def test_bfloat16_tracks_float32_losses(shapes_data_dir, model):
         dtypes[dtype] = {x.dtype for x in jax.tree_util.tree_leaves(params)}
     assert dtypes["bfloat16"] == {np.dtype(np.float32)}  # parameters stay float32
     assert losses["float32"][-1] < losses["float32"][0]
-    np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=0.02)
+    np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=rtol)
     assert not np.array_equal(losses["bfloat16"], losses["float32"])  # bf16 really ran
 
 
