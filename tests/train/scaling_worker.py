@@ -223,7 +223,7 @@ def shrink_config(path: str, data_dir: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config()
-    if config.model.name == "mask_rcnn":
+    if config.model.name.startswith("mask_rcnn"):
         for key, value in MASK_RCNN_TINY.items():
             if key != "num_classes":
                 config.model[key] = value
