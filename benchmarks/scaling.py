@@ -75,9 +75,12 @@ def _task(model_name, args):
     else:
         settings = {} if args.full_size else MASK_RCNN_SMALL
         model = build_model(
-            "mask_rcnn_resnet50_fpn", num_classes=NUM_CLASSES["mask_rcnn"], width=args.width, dtype=dtype,
+            "mask_rcnn_resnet50_fpn",
+            num_classes=NUM_CLASSES["mask_rcnn"],
+            width=args.width,
+            dtype=dtype,
             **settings,
-        )  # fmt: skip
+        )
         n = 16
         x1y1 = rng.uniform(0, size * 0.7, (batch, n, 2))
         wh = rng.uniform(size * 0.05, size * 0.3, (batch, n, 2))
