@@ -39,8 +39,7 @@ def setup_log_compiles(enabled: bool) -> None:
     """Turns `jax_log_compiles` on (or off): every compilation is logged with its function
     name and, where it comes from a jit cache miss, the reason (new shapes, new shardings)."""
     jax.config.update("jax_log_compiles", bool(enabled))
-    if enabled:
-        jax.config.update("jax_explain_cache_misses", True)
+    jax.config.update("jax_explain_cache_misses", bool(enabled))
 
 
 class CompileCounter:

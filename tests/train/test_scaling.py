@@ -340,3 +340,30 @@ def test_training_loop_on_four_devices_matches_one(shapes_data_dir, tmp_path, co
             }
         )
     _assert_params_match(params[0], params[1], "train_and_evaluate on 4 devices")
+
+
+def test_step_compile_log_warns_of_a_recompile(caplog):
+    from jaxseg.train.runtime import StepCompileLog, setup_log_compiles
+
+    setup_log_compiles(True)
+    try:
+        assert jax.config.jax_log_compiles and jax.config.jax_explain_cache_misses
+
+        @jax.jit
+        def train_step(x):
+            return x * 2
+
+        log = StepCompileLog("train_step")
+        with caplog.at_level("INFO"):
+            for step, size in enumerate([3, 3, 3, 4], start=1):
+                train_step(np.ones(size, np.float32))
+                log.after_step(step)
+        log.close()
+    finally:
+        setup_log_compiles(False)
+    assert "step 1: 1 compilation(s) so far" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [w for w in warnings if "compiled again" in w] == [
+        "train_step compiled again at step 4: an input changed shape, dtype or sharding "
+        "(the jax_log_compiles lines above say which)"
+    ]
