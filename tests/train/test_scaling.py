@@ -293,6 +293,7 @@ LOOP_CONFIGS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", LOOP_CONFIGS)
 def test_two_process_training_loop(shapes_data_dir, tmp_path, config):
     """train_and_evaluate in two processes: one metrics log, a collective checkpoint with
@@ -324,6 +325,7 @@ def test_two_process_training_loop(shapes_data_dir, tmp_path, config):
     assert int(saved["step"]) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", LOOP_CONFIGS)
 def test_training_loop_on_four_devices_matches_one(shapes_data_dir, tmp_path, config):
     """The whole train_and_evaluate (one process) on 4 devices and on 1: same parameters."""
