@@ -30,7 +30,7 @@ from jaxseg.evaluation.images import (
     semantic_image_predictions,
 )
 from jaxseg.models import FCNResNet, MaskRCNN
-from jaxseg.train import sharding
+from jaxseg.train import distributed, sharding
 from jaxseg.train.checkpointing import Checkpointer
 from jaxseg.train.config import check_workdir
 from jaxseg.train.evaluate import evaluate_dataset, write_pictures
@@ -60,15 +60,18 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         checkpoint step, or a checkpoint whose shapes differ from the model's.
     """
     task = prepare(config)
+    distributed.initialize(config.distributed)  # before anything touches a device
     workdir = os.path.abspath(os.path.expanduser(workdir))
     mesh = sharding.make_mesh()
-    variables, step, directory = _restore_variables(task, config, workdir, mesh)
+    host_variables, shardings, step, directory = _restore_variables(task, config, workdir, mesh)
+    variables = sharding.put(host_variables, shardings.variables)
     eval_dir = check_workdir(os.path.join(workdir, "eval"))
 
-    batch_size = sharding.per_process_batch_size(config.eval.batch_size)
+    batch_size = sharding.per_process_batch_size(config.eval.batch_size, what="eval.batch_size")
     shards = {"shard_index": jax.process_index(), "shard_count": jax.process_count()}
     loader = task.eval_loader(batch_size=batch_size, **shards)
-    metrics = evaluate_dataset(task, variables, loader, make_eval_step(task), mesh)
+    eval_step = make_eval_step(task, shardings=shardings)
+    metrics = evaluate_dataset(task, variables, loader, eval_step, mesh)
     result = {**metrics, "step": step, "checkpoint": os.path.join(directory, str(step))}
     pictures_dir = os.path.join(eval_dir, "pictures")
     paths = []
@@ -78,7 +81,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         if config.eval.num_pictures > 0:
             paths = write_pictures(
                 task,
-                variables,
+                host_variables,
                 task.eval_loader(batch_size=batch_size, shard_index=0, shard_count=1),
                 pictures_dir,
                 count=int(config.eval.num_pictures),
@@ -95,7 +98,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 
 def _restore_variables(task, config: ml_collections.ConfigDict, workdir: str, mesh):
-    """Returns `(variables, step, checkpoints folder)`: the best or configured step's.
+    """Returns `(variables, step shardings, step, checkpoints folder)` of the best or
+    configured step: the variables as host (numpy) arrays, whatever devices wrote them.
 
     Raises:
       ValueError: no checkpoint, an unknown step, arrays that do not fit the model.
@@ -122,10 +126,11 @@ def _restore_variables(task, config: ml_collections.ConfigDict, workdir: str, me
         abstract_state = abstract_train_state(task, optimizer, config, mesh)
         # Only the variables: evaluation needs no optimiser state, and a converted
         # checkpoint (python -m jaxseg.convert) has none.
-        variables = sharding.replicate(checkpointer.restore_variables(step, abstract_state), mesh)
+        variables = checkpointer.restore_variables(step, abstract_state)
     finally:
         checkpointer.close()
-    return variables, step, directory
+    shardings = sharding.step_shardings(abstract_state, mesh, mode=config.sharding.params)
+    return variables, shardings, step, directory
 
 
 def _converted_metadata(workdir: str) -> dict[str, Any] | None:
@@ -172,7 +177,7 @@ def predict_images(
     images = read_images(paths)
     if config is not None:
         task = prepare(config)
-        variables, step, _ = _restore_variables(task, config, workdir, sharding.make_mesh())
+        variables, _, step, _ = _restore_variables(task, config, workdir, sharding.make_mesh())
         written = task.write_image_predictions(
             variables, images, directory, preprocessing=preprocessing
         )

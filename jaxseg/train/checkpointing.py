@@ -25,6 +25,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
 from jaxseg.train.nonfinite import NonFiniteError, tree_is_finite
@@ -321,11 +322,27 @@ class Checkpointer:
         return {"params": found["params"], **found["model_state"]}
 
     def restore_raw(self, step: int) -> Any:
-        """Returns the state saved at `step` as nested dicts of numpy arrays (no target)."""
-        restored = self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+        """Returns the state saved at `step` as nested dicts of numpy arrays (no target).
+
+        Whatever devices the checkpoint was written from (8 GPUs, 2 processes, FSDP shards),
+        each array is read whole onto this process's first device, then to the host.
+        """
+        metadata = ocp.StandardCheckpointHandler().metadata(
+            epath.Path(self.directory) / str(step) / "state"
         )
-        return restored["state"]
+        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree_util.tree_map(
+            lambda m: (
+                jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local)
+                if hasattr(m, "shape") and hasattr(m, "dtype")
+                else m
+            ),
+            metadata.tree if hasattr(metadata, "tree") else metadata,
+        )
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+        )
+        return jax.tree_util.tree_map(np.asarray, restored["state"])
 
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are written."""

@@ -15,6 +15,7 @@ gradient are skipped and too many in a row stop training (`jaxseg.train.nonfinit
 from __future__ import annotations
 
 import functools
+import io
 import os
 import time
 from typing import Any
@@ -25,7 +26,7 @@ import optax
 from absl import logging
 
 from jaxseg.models import transplant
-from jaxseg.train import sharding
+from jaxseg.train import distributed, sharding
 from jaxseg.train.checkpointing import Checkpointer, check_compatible
 from jaxseg.train.config import check_config, check_workdir
 from jaxseg.train.evaluate import evaluate_dataset
@@ -35,7 +36,7 @@ from jaxseg.train.nonfinite import NonFiniteMonitor, finite_mean_metrics
 from jaxseg.train.optimizer import make_optimizer, make_schedule
 from jaxseg.train.preemption import PreemptionGuard
 from jaxseg.train.progress import ProgressBar
-from jaxseg.train.runtime import setup_compilation_cache
+from jaxseg.train.runtime import StepCompileLog, setup_compilation_cache, setup_log_compiles
 from jaxseg.train.state import TrainState
 from jaxseg.train.step import make_eval_step, make_train_step
 from jaxseg.train.task import Task
@@ -64,14 +65,18 @@ def create_train_state(
 def abstract_train_state(
     task: Task, optimizer: optax.GradientTransformation, config: ml_collections.ConfigDict, mesh
 ) -> TrainState:
-    """Returns the train state's `jax.ShapeDtypeStruct`s, replicated on `mesh` (no compile)."""
+    """Returns the train state's `jax.ShapeDtypeStruct`s, with their shardings on `mesh`.
+
+    No compile. Parameters and optimiser state are replicated or split FSDP-style as
+    `config.sharding.params` says (see `jaxseg.train.sharding.step_shardings`).
+    """
     spec = task.input_spec(config.batch_size)
     abstract = jax.eval_shape(
         functools.partial(create_train_state, task, optimizer, config.seed), spec
     )
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    shardings = sharding.step_shardings(abstract, mesh, mode=config.sharding.params).state
     return jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings
     )
 
 
@@ -112,15 +117,20 @@ def train_and_evaluate(
     """
     task = prepare(config, workdir)
     workdir = check_workdir(workdir)
+    distributed.initialize(config.distributed)  # before anything touches a device
     check_workdir_config(config, workdir, allow_change=allow_config_change)
     setup_compilation_cache(config.compilation_cache_dir)
+    setup_log_compiles(config.log_compiles)
     mesh = sharding.make_mesh()
     batch_size = sharding.per_process_batch_size(config.batch_size)
-    eval_batch_size = sharding.per_process_batch_size(config.eval.batch_size)
+    eval_batch_size = sharding.per_process_batch_size(
+        config.eval.batch_size, what="eval.batch_size"
+    )
     num_steps = int(config.num_train_steps)
     optimizer = make_optimizer(config.optimizer, num_steps)
     schedule = make_schedule(config.optimizer, num_steps)
     abstract_state = abstract_train_state(task, optimizer, config, mesh)
+    shardings = sharding.step_shardings(abstract_state, mesh, mode=config.sharding.params)
 
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"),
@@ -150,6 +160,7 @@ def train_and_evaluate(
         )
         state = create(task.input_spec(config.batch_size))
         if init_variables is not None:
+            state = distributed.gather(state)  # on the host, whatever its sharding
             variables, copied = transplant(init_variables, state.variables)
             fresh = len(jax.tree_util.tree_leaves(variables)) - len(copied)
             logging.info(
@@ -157,17 +168,23 @@ def train_and_evaluate(
             )
             params = variables.pop("params")
             state = state.replace(params=params, model_state=variables)
-            state = sharding.replicate(state, mesh)
+            state = sharding.put(state, shardings.state)
 
-    if process == 0:
+    main = distributed.is_main_process()  # only process 0 writes files and the terminal
+    if main:
         write_workdir_config(config, workdir)
-    train_step = make_train_step(task, optimizer, schedule)
-    eval_step = make_eval_step(task)
-    writer = MetricWriter(workdir, enabled=process == 0)
-    step = int(jax.device_get(state.step))
+    train_step = make_train_step(task, optimizer, schedule, shardings=shardings)
+    eval_step = make_eval_step(task, shardings=shardings)
+    writer = MetricWriter(workdir, enabled=main)
+    step = int(distributed.gather(state.step))
     progress = ProgressBar(
-        num_steps, initial=step, batch_size=config.batch_size, every=config.log_every_steps
+        num_steps,
+        initial=step,
+        batch_size=config.batch_size,
+        every=config.log_every_steps,
+        stream=None if main else io.StringIO(),  # other processes draw no bar
     )
+    compiles = StepCompileLog("train_step") if config.log_compiles else None
     history: list[dict[str, jax.Array]] = []
     eval_metrics: dict[str, Any] = {}
     loss = None
@@ -182,9 +199,11 @@ def train_and_evaluate(
             state, metrics = train_step(state, batch)
             step += 1
             nonfinite.push(step, metrics)
+            if compiles is not None:
+                compiles.after_step(step)
             history.append(metrics)
             if step % config.log_every_steps == 0 or step == num_steps:
-                summary = finite_mean_metrics(history)
+                summary = finite_mean_metrics(distributed.gather(history))
                 now = time.perf_counter()
                 summary["images_per_second"] = (
                     (step - log_start_step) * config.batch_size / (now - log_start)
@@ -219,6 +238,8 @@ def train_and_evaluate(
         nonfinite.flush()
     finally:
         preemption.uninstall()
+        if compiles is not None:
+            compiles.close()
         checkpointer.close()
         writer.close()
     return eval_metrics
