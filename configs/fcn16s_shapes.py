@@ -3,10 +3,11 @@
     python train.py --config configs/fcn16s_shapes.py --workdir runs/fcn16s
     python eval.py --config configs/fcn16s_shapes.py --workdir runs/fcn16s
 
-Trained from scratch (the model's He init, Adam, poly decay), batch 8 of 128 px
-crops, the same budget for 32s / 16s / 8s.
+FCN-8s's recipe and budget (configs/fcn8s_shapes.py) with the stride-16 head; staged
+training as in the paper: add --config.init_from=runs/fcn32s.
 
-Not run yet (no measured result); staged: add --config.init_from=runs/fcn32s.
+Measured (docs/fcn.md): validation mean IU 0.741 (pixel accuracy 0.965) from scratch;
+train.py 1154 s at load average 6-7.
 """
 
 from configs import fcn8s_shapes

@@ -3,11 +3,12 @@
     python train.py --config configs/fcn8s_shapes.py --workdir runs/fcn8s
     python eval.py --config configs/fcn8s_shapes.py --workdir runs/fcn8s
 
-Trained from scratch (the model's He init, Adam, poly decay), batch 8 of 128 px
-crops, the same budget for 32s / 16s / 8s.
+Trained from scratch: VGG16 at width 1/16 with BatchNorm (`model.batch_norm`), Adam 3e-3
+with poly decay, 800 steps of batch 8 of 128 px scenes whose classes have their own hues;
+the same budget for 32s / 16s / 8s.
 
-Measured (docs/fcn.md): validation mean IU 0.273 after 400 steps; train.py 503 s
-and eval.py 21 s on 2 CPU cores shared with other jobs. The issue's 0.85 is not reached.
+Measured (docs/fcn.md): validation mean IU 0.872 (pixel accuracy 0.984); FCN-16s 0.741,
+FCN-32s 0.499 with the same budget. scripts/demo.sh runs this config.
 """
 
 from jaxseg.train.config import base_config
