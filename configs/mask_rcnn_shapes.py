@@ -1,0 +1,59 @@
+"""Mask R-CNN, ResNet-18-FPN at quarter width, on jaxseg_shapes/instance (64 px), for a CPU.
+
+    python train.py --config configs/mask_rcnn_shapes.py --workdir runs/mask_rcnn_shapes
+    python eval.py --config configs/mask_rcnn_shapes.py --workdir runs/mask_rcnn_shapes
+
+Trained from scratch (BatchNorm in the backbone, nothing frozen), torchvision's Mask R-CNN
+scaled down to 64 px images: anchors 8..128 px, fewer proposals, sampled RoIs and mask
+RoIs, narrower FPN and heads. RoIAlign pooler (torchvision's `aligned=False`).
+
+Measured: see docs/mask_rcnn.md.
+"""
+
+from jaxseg.train.config import base_config
+
+
+def get_config():
+    config = base_config()
+    config.model.name = "mask_rcnn_resnet18_fpn"
+    config.model.width = 0.25
+    config.model.backbone_norm = "batch"
+    config.model.frozen_stages = 0
+    config.model.fpn_channels = 64
+    config.model.anchor_sizes = ((8,), (16,), (32,), (64,), (128,))
+    config.model.rpn_pre_nms_top_n_train = 150
+    config.model.rpn_pre_nms_top_n_test = 100
+    config.model.rpn_post_nms_top_n_train = 150
+    config.model.rpn_post_nms_top_n_test = 100
+    config.model.rpn_batch_size_per_image = 128
+    config.model.representation_size = 128
+    config.model.mask_channels = 32
+    config.model.box_batch_size_per_image = 64
+    config.model.mask_rois_per_image = 16
+    config.model.detections_per_image = 30
+    config.model.pooler = "roi_align"
+
+    config.dataset.name = "jaxseg_shapes"
+    config.dataset.config = "instance"
+    config.dataset.image_size = 64
+    config.dataset.eval_image_size = 64
+    config.dataset.scale_range = (1.0, 1.0)
+    config.dataset.max_instances = 4
+    config.dataset.mask_size = 56
+
+    config.batch_size = 8
+    config.num_train_steps = 1600
+    config.log_every_steps = 50
+    config.eval_every_steps = 800
+    config.checkpoint_every_steps = 800
+    config.optimizer.name = "sgd"
+    config.optimizer.learning_rate = 0.02
+    config.optimizer.momentum = 0.9
+    config.optimizer.weight_decay = 1e-4
+    config.optimizer.schedule = "step"
+    config.optimizer.warmup_steps = 100
+    config.optimizer.grad_clip_norm = 10.0
+    config.eval.batch_size = 50
+    config.eval.num_pictures = 6
+    config.eval.best_metric = "segm_AP"
+    return config
