@@ -39,6 +39,6 @@ def write_pictures(task, variables, loader, directory: str, *, count: int) -> li
         predictions = jax.device_get(predict(variables, inputs))
         take = count - len(paths)
         batch = {k: v[:take] for k, v in batch.items()}
-        predictions = jax.tree_util.tree_map(lambda p: p[:take], predictions)
+        predictions = jax.tree_util.tree_map(lambda p, n=take: p[:n], predictions)
         paths += task.write_pictures(batch, predictions, directory, start=len(paths))
     return paths

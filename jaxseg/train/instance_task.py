@@ -99,10 +99,9 @@ class InstanceSegmentationTask(Task):
             raise ValueError(
                 "the instance loader gives masks cut to their boxes: mask_format 'crop'"
             )
-        if int(self.config.dataset.max_instances) < 1:
-            raise ValueError(
-                f"config.dataset.max_instances must be >= 1, got {self.config.dataset.max_instances}"
-            )
+        max_instances = int(self.config.dataset.max_instances)
+        if max_instances < 1:
+            raise ValueError(f"config.dataset.max_instances must be >= 1, got {max_instances}")
         if bool(self.config.dataset.min_size) != bool(self.config.dataset.max_size):
             raise ValueError("give both config.dataset.min_size and max_size, or neither")
 
