@@ -21,15 +21,15 @@ def get_config():
     config.model.frozen_stages = 0
     config.model.fpn_channels = 64
     config.model.anchor_sizes = ((8,), (16,), (32,), (64,), (128,))
-    config.model.rpn_pre_nms_top_n_train = 150
-    config.model.rpn_pre_nms_top_n_test = 100
-    config.model.rpn_post_nms_top_n_train = 150
-    config.model.rpn_post_nms_top_n_test = 100
+    config.model.rpn_pre_nms_top_n_train = 100
+    config.model.rpn_pre_nms_top_n_test = 50
+    config.model.rpn_post_nms_top_n_train = 100
+    config.model.rpn_post_nms_top_n_test = 50
     config.model.rpn_batch_size_per_image = 128
     config.model.representation_size = 128
     config.model.mask_channels = 32
-    config.model.box_batch_size_per_image = 64
-    config.model.mask_rois_per_image = 16
+    config.model.box_batch_size_per_image = 32
+    config.model.mask_rois_per_image = 8
     config.model.detections_per_image = 30
     config.model.pooler = "roi_align"
 
@@ -42,16 +42,16 @@ def get_config():
     config.dataset.mask_size = 56
 
     config.batch_size = 8
-    config.num_train_steps = 1600
+    config.num_train_steps = 700
     config.log_every_steps = 50
-    config.eval_every_steps = 800
-    config.checkpoint_every_steps = 800
+    config.eval_every_steps = 700
+    config.checkpoint_every_steps = 350
     config.optimizer.name = "sgd"
     config.optimizer.learning_rate = 0.02
     config.optimizer.momentum = 0.9
     config.optimizer.weight_decay = 1e-4
     config.optimizer.schedule = "step"
-    config.optimizer.warmup_steps = 100
+    config.optimizer.warmup_steps = 50
     config.optimizer.grad_clip_norm = 10.0
     config.eval.batch_size = 50
     config.eval.num_pictures = 6
