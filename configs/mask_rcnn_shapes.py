@@ -42,14 +42,14 @@ def get_config():
     config.dataset.mask_size = 56
 
     config.batch_size = 8
-    config.num_train_steps = 700
+    config.num_train_steps = 800
     config.log_every_steps = 50
-    config.eval_every_steps = 700
-    config.checkpoint_every_steps = 350
-    config.optimizer.name = "sgd"
-    config.optimizer.learning_rate = 0.02
+    config.eval_every_steps = 800
+    config.checkpoint_every_steps = 400
+    config.optimizer.name = "adam"
+    config.optimizer.learning_rate = 2e-3
     config.optimizer.momentum = 0.9
-    config.optimizer.weight_decay = 1e-4
+    config.optimizer.weight_decay = 0.0
     config.optimizer.schedule = "step"
     config.optimizer.warmup_steps = 50
     config.optimizer.grad_clip_norm = 10.0

@@ -30,7 +30,7 @@ __all__ = ["InstanceSegmentationTask"]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _PANEL_SIDE = 320  # small images are magnified to about this many pixels in the pictures
-_PICTURE_SCORE = 0.5  # detections drawn in the pictures
+_PICTURE_SCORE = 0.3  # detections drawn in the pictures (score at least)
 _MIN_SIZE = 32  # the FPN's coarsest level (stride 32 before P6) needs this many pixels
 
 
