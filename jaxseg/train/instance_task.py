@@ -234,10 +234,12 @@ class InstanceSegmentationTask(Task):
             image = data.denormalize(np.asarray(batch["image"][i])[:height, :width])
             gt_valid = np.asarray(batch["valid"][i])
             gt_boxes = np.asarray(batch["boxes"][i])[gt_valid]
+            # paste_masks_in_image fills x2 - x1 + 1 pixels (torchvision's inclusive
+            # corner); a ground-truth box's x2, y2 are pixel edges, so one less.
             gt_masks = np.asarray(
                 ops.paste_masks_in_image(
                     np.asarray(batch["masks"][i])[gt_valid].astype(np.float32),
-                    gt_boxes,
+                    gt_boxes - np.array([0, 0, 1, 1], np.float32),
                     canvas,
                     padding=0,
                 )
