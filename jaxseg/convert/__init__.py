@@ -10,6 +10,7 @@ files and in-memory state dicts of NumPy arrays need nothing beyond jaxseg.
 """
 
 from jaxseg.convert.archs import ARCHS, Arch, get_arch, guess_arch
+from jaxseg.convert.categories import COCO_V1_CATEGORIES, VOC_CATEGORIES, class_names
 from jaxseg.convert.checkpoint import METADATA_FILE, load_converted, save_converted
 from jaxseg.convert.converter import Conversion, convert_state_dict, from_torchvision
 from jaxseg.convert.preprocessing import IMAGENET_MEAN, IMAGENET_STD, preprocessing
@@ -17,12 +18,15 @@ from jaxseg.convert.reading import INSTALL_HINT, read_state_dict
 
 __all__ = [
     "ARCHS",
+    "COCO_V1_CATEGORIES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "INSTALL_HINT",
     "METADATA_FILE",
+    "VOC_CATEGORIES",
     "Arch",
     "Conversion",
+    "class_names",
     "convert_state_dict",
     "from_torchvision",
     "get_arch",

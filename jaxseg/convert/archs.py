@@ -16,7 +16,7 @@ from typing import Any
 import flax.linen as nn
 
 from jaxseg.convert import naming
-from jaxseg.models import VGG16, FCNResNet, ResNet
+from jaxseg.models import VGG16, FCNResNet, MaskRCNN, ResNet
 
 __all__ = ["ARCHS", "Arch", "get_arch", "guess_arch"]
 
@@ -36,9 +36,14 @@ class Arch:
       optional_heads: module attribute -> (jaxseg module path, torchvision key prefix) of a
         head it switches on (`aux_loss` -> ('aux_classifier', 'aux_classifier.')).
       infer: reads module attributes from a state dict (class count, optional heads).
-      transposed: jaxseg module paths that are transposed convolutions.
+      kernel_kinds: jaxseg module path -> layout kind of its kernel where it is not a plain
+        conv or dense kernel (see `jaxseg.convert.layout.convert_tensor`).
+      canonical_key: rewrites a state dict key into the naming `module` produces (older
+        torchvision releases named some layers differently).
       placeholders: attributes to assume, only for listing a state dict's key mismatches,
         when neither the caller nor the state dict gives them.
+      init_kwargs: keyword arguments of the module's `init` besides the image.
+      model_name: the `jaxseg.models.MODELS` name of the same model (for configs), if any.
     """
 
     name: str
@@ -49,8 +54,11 @@ class Arch:
     class_layers: tuple[str, ...] = ()
     optional_heads: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
     infer: Callable[[Mapping[str, Any]], dict[str, Any]] = lambda state_dict: {}
-    transposed: frozenset[str] = frozenset()
+    kernel_kinds: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    canonical_key: Callable[[str], str] = lambda key: key
     placeholders: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    init_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    model_name: str | None = None
 
     def build(self, **settings: Any) -> nn.Module:
         """Returns the jaxseg module with `settings` on top of the fixed attributes.
@@ -88,6 +96,36 @@ def _infer_fcn(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return settings
 
 
+def _infer_mask_rcnn(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Returns `num_classes` (K, background excluded) of a torchvision Mask R-CNN state dict."""
+    key = "roi_heads.box_predictor.cls_score.weight"
+    return {"num_classes": int(state_dict[key].shape[0]) - 1} if key in state_dict else {}
+
+
+def _mask_rcnn(depth: int) -> Arch:
+    return Arch(
+        name=f"maskrcnn_resnet{depth}_fpn",
+        module_class=MaskRCNN,
+        fixed={"depth": depth},
+        module=naming.mask_rcnn_module,
+        class_layers=(
+            "roi_heads/box_predictor/cls_score",
+            "roi_heads/box_predictor/bbox_pred",
+            "roi_heads/mask_head/mask_fcn_logits",
+        ),
+        infer=_infer_mask_rcnn,
+        kernel_kinds={
+            # torch flattens the 7 x 7 RoI features (c, y, x), jaxseg (y, x, c).
+            "roi_heads/box_head/fc6": "hwc_kernel:7x7",
+            "roi_heads/mask_head/conv5_mask": "patch_kernel",
+        },
+        canonical_key=naming.canonical_mask_rcnn_key,
+        placeholders={"num_classes": 90},
+        init_kwargs={"train": False},
+        model_name=f"mask_rcnn_resnet{depth}_fpn",
+    )
+
+
 def _resnet(depth: int) -> Arch:
     return Arch(
         name=f"resnet{depth}",
@@ -108,6 +146,7 @@ def _fcn_resnet(depth: int) -> Arch:
         optional_heads={"aux_loss": ("aux_classifier", "aux_classifier.")},
         infer=_infer_fcn,
         placeholders={"num_classes": 21},
+        model_name=f"fcn_resnet{depth}",
     )
 
 
@@ -121,6 +160,7 @@ ARCHS: dict[str, Arch] = {
     ),
     **{f"resnet{depth}": _resnet(depth) for depth in (18, 34, 50, 101, 152)},
     **{f"fcn_resnet{depth}": _fcn_resnet(depth) for depth in (50, 101)},
+    "maskrcnn_resnet50_fpn": _mask_rcnn(50),
 }
 
 
@@ -143,8 +183,9 @@ def _resnet_depth(keys: set[str], prefix: str) -> int | None:
 
 def guess_arch(keys: set[str]) -> str | None:
     """Returns the arch whose torchvision state dict has these keys, by a few tell-tale keys."""
-    if "backbone.body.conv1.weight" in keys and f"maskrcnn_resnet{50}_fpn" in ARCHS:
-        return "maskrcnn_resnet50_fpn"
+    if "backbone.body.conv1.weight" in keys:
+        depth = _resnet_depth(keys, "backbone.body.")
+        return f"maskrcnn_resnet{depth}_fpn" if f"maskrcnn_resnet{depth}_fpn" in ARCHS else None
     if "features.0.weight" in keys and "classifier.0.weight" in keys:
         return "vgg16"
     if "backbone.conv1.weight" in keys and "classifier.0.weight" in keys:

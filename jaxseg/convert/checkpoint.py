@@ -30,7 +30,6 @@ import orbax.checkpoint as ocp
 from jaxseg.convert.archs import get_arch
 from jaxseg.convert.converter import Conversion
 from jaxseg.convert.preprocessing import preprocessing
-from jaxseg.models import MODELS
 
 __all__ = ["METADATA_FILE", "load_converted", "save_converted"]
 
@@ -92,7 +91,7 @@ def save_converted(
         manager.close()
     metadata = {
         "arch": conversion.arch,
-        "model": conversion.arch if conversion.arch in MODELS else None,
+        "model": get_arch(conversion.arch).model_name,
         "settings": _json_settings(conversion.settings),
         "prefix": prefix,
         "source": source,

@@ -34,7 +34,7 @@ from jaxseg.convert.reading import to_numpy
 __all__ = ["Conversion", "convert_state_dict", "from_torchvision"]
 
 _log = logging.getLogger(__name__)
-_EXAMPLE = (1, 32, 32, 3)  # any image size builds the same variables
+_EXAMPLE = (1, 64, 64, 3)  # any image size builds the same variables
 _LISTED = 30  # keys shown per list in an error
 
 
@@ -89,14 +89,22 @@ def convert_state_dict(
         the message lists the missing keys, the unexpected keys and the shape mismatches.
     """
     spec = get_arch(arch)
-    tensors = to_numpy(state_dict)
+    tensors, original = {}, {}  # canonical key -> tensor, canonical key -> the file's key
+    for key, value in to_numpy(state_dict).items():
+        canonical = spec.canonical_key(key)
+        if canonical in tensors:
+            raise ValueError(f"{arch}: the state dict has both {original[canonical]} and {key}")
+        tensors[canonical], original[canonical] = value, key
     found = spec.infer(tensors)
     settings = {**found, **settings}
     # Without the class count (no classifier in the file) the key check still runs, so that
     # the error lists the keys; it cannot pass, as the classifier's keys are missing.
     model = spec.build(**{**spec.placeholders, **settings})
     example = jnp.zeros(_EXAMPLE, jnp.float32)
-    abstract = jax.eval_shape(model.init, jax.random.key(0), example)
+    init_kwargs = dict(spec.init_kwargs)
+    abstract = jax.eval_shape(
+        lambda key: model.init(key, example, **init_kwargs), jax.random.key(0)
+    )
     targets = traverse_util.flatten_dict(dict(abstract), sep="/")
 
     fresh: set[str] = set()  # jaxseg module paths initialised afresh
@@ -120,12 +128,12 @@ def convert_state_dict(
     for path, target in targets.items():
         collection, *names = path.split("/")
         module_path = "/".join(names[:-1])
-        key, kind = torch_key(collection, tuple(names), spec.module, transposed=spec.transposed)
+        key, kind = torch_key(collection, tuple(names), spec.module, kernel_kinds=spec.kernel_kinds)
         if _under(module_path, fresh):
             if key in tensors:
                 used.add(key)
                 layer = next(m for m in fresh if _under(module_path, {m}))
-                dropped[key] = reasons.get(layer, "initialised afresh")
+                dropped[original[key]] = reasons.get(layer, "initialised afresh")
             continue
         if key not in tensors:
             missing.append(f"{key} (for {path} {tuple(target.shape)})")
@@ -134,11 +142,11 @@ def convert_state_dict(
         try:
             value = convert_tensor(tensors[key], tuple(target.shape), kind)
         except ValueError as e:
-            mismatched.append(f"{key}: {e}")
+            mismatched.append(f"{original[key]}: {e}")
             continue
         if value.shape != tuple(target.shape):
             mismatched.append(
-                f"{key}: file {tuple(tensors[key].shape)} -> {value.shape}, "
+                f"{original[key]}: file {tuple(tensors[key].shape)} -> {value.shape}, "
                 f"model {path} {tuple(target.shape)}"
             )
             continue
@@ -150,13 +158,13 @@ def convert_state_dict(
         if key.endswith(".num_batches_tracked"):
             continue  # BatchNorm's step counter: nothing in jaxseg uses it
         if prefix is not None:
-            dropped[key] = dropped_prefixes[prefix]
+            dropped[original[key]] = dropped_prefixes[prefix]
         elif key.startswith(spec.ignored):
-            dropped[key] = f"no counterpart in jaxseg's {spec.module_class.__name__}"
+            dropped[original[key]] = f"no counterpart in jaxseg's {spec.module_class.__name__}"
         else:
-            unexpected.append(key)
+            unexpected.append(original[key])
     if missing or unexpected or mismatched:
-        guess = guess_arch(set(tensors))
+        guess = guess_arch(set(original.values()))
         hint = (
             f" (the file looks like a torchvision {guess!r} state dict)"
             if guess and guess != arch
@@ -183,7 +191,8 @@ def convert_state_dict(
 
         def initialise(key: jax.Array) -> dict[str, jax.Array]:
             # Only the fresh leaves are returned, so XLA drops the rest of the network.
-            initial = traverse_util.flatten_dict(dict(model.init(key, example)), sep="/")
+            initial = model.init(key, example, **init_kwargs)
+            initial = traverse_util.flatten_dict(dict(initial), sep="/")
             return {path: initial[path] for path in reinitialised}
 
         converted.update(jax.jit(initialise)(jax.random.key(seed)))

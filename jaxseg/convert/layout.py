@@ -15,6 +15,7 @@ __all__ = [
     "linear_as_conv_kernel",
     "linear_kernel",
     "linear_on_hwc_kernel",
+    "patch_kernel",
     "transposed_conv_kernel",
 ]
 
@@ -65,6 +66,18 @@ def transposed_conv_kernel(weight: np.ndarray) -> np.ndarray:
     return np.transpose(weight, (2, 3, 0, 1))[::-1, ::-1]
 
 
+def patch_kernel(weight: np.ndarray) -> np.ndarray:
+    """Returns `[kh, kw, I, O]` with `kernel[a, b] = weight[:, :, a, b]` from a torch
+    `ConvTranspose2d` weight `[I, O, kh, kw]` whose stride equals its kernel size.
+
+    Such a transposed conv writes each input pixel's `kh x kw` patch of outputs without
+    overlap: output `(s i + a, s j + b)` is `x[i, j] @ weight[:, :, a, b]`. jaxseg's
+    `ConvTranspose2x2` (Mask R-CNN's `conv5_mask`) computes exactly that as one matmul, so
+    the kernel is permuted, not flipped (unlike `transposed_conv_kernel`).
+    """
+    return np.transpose(weight, (2, 3, 0, 1))
+
+
 def convert_tensor(value: np.ndarray, target_shape: tuple[int, ...], kind: str) -> np.ndarray:
     """Returns `value` (a torch tensor as NumPy) in jaxseg's layout for a leaf of `target_shape`.
 
@@ -72,8 +85,10 @@ def convert_tensor(value: np.ndarray, target_shape: tuple[int, ...], kind: str) 
       value: the torch tensor's values, in torch's layout.
       target_shape: the jaxseg variable's shape.
       kind: 'kernel' (a conv `[kh, kw, I, O]`, a dense `[I, O]`, or a dense layer that jaxseg
-        runs as a conv: told apart by the ranks), 'transposed_kernel', 'hwc_kernel:HxW' (a
-        dense layer on an H x W map flattened channels last), or 'vector' (kept as is).
+        runs as a conv: told apart by the ranks), 'transposed_kernel' (for Flax's
+        `ConvTranspose`), 'patch_kernel' (a transposed conv with stride = kernel, written
+        as a matmul), 'hwc_kernel:HxW' (a dense layer on an H x W map flattened channels
+        last), or 'vector' (kept as is).
 
     Raises:
       ValueError: for an unknown kind or ranks that no layout maps onto each other.
@@ -82,6 +97,8 @@ def convert_tensor(value: np.ndarray, target_shape: tuple[int, ...], kind: str) 
         return value
     if kind == "transposed_kernel" and value.ndim == 4:
         return np.ascontiguousarray(transposed_conv_kernel(value))
+    if kind == "patch_kernel" and value.ndim == 4:
+        return np.ascontiguousarray(patch_kernel(value))
     if kind == "kernel" and value.ndim == 4 and len(target_shape) == 4:
         return np.ascontiguousarray(conv_kernel(value))
     if kind == "kernel" and value.ndim == 2 and len(target_shape) == 2:

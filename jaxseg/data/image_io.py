@@ -14,8 +14,19 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-# Decoding-time errors PIL raises for corrupt, truncated or foreign bytes.
-_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+# Decoding-time errors PIL raises for corrupt, truncated or foreign bytes, and for images
+# whose header claims more than twice `MAX_PIXELS` (a "decompression bomb").
+_DECODE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    Image.DecompressionBombError,
+)
+
+# Larger images are refused before decoding: PIL's own bomb limit (about 89 Mpx, 9459 px
+# square), far above any segmentation image, and a decoded RGB copy of 270 MB.
+MAX_PIXELS = 89_478_485
 
 
 class BadImageError(ValueError):
@@ -58,10 +69,22 @@ def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
 
 
 def open_image(data: bytes, *, name: str) -> Image.Image:
-    """Returns the fully decoded PIL image of `data`; BadImageError names `name` if corrupt."""
+    """Returns the fully decoded PIL image of `data`.
+
+    Raises:
+      BadImageError: naming `name`, if the bytes are corrupt or the image is larger than
+        `MAX_PIXELS` (checked from the header, before decoding).
+    """
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))  # reads the header only
+        if image.width * image.height > MAX_PIXELS:
+            raise BadImageError(
+                f"image {name} is {image.width}x{image.height} pixels, more than the "
+                f"{MAX_PIXELS} jaxseg decodes"
+            )
         image.load()  # Forces a full decode, so truncated files fail here, not later.
+    except BadImageError:
+        raise
     except _DECODE_ERRORS as e:
         raise BadImageError(f"cannot decode image {name}: {e}") from e
     return image

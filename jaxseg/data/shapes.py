@@ -5,6 +5,10 @@ order or in parallel and always come out the same. The shapes are chosen to rewa
 predictions: `bar` objects are 1-3 px wide lines and every class appears at sizes down to a
 few pixels, which a stride-32 prediction cannot resolve; objects overlap and occlude one
 another, and the background is textured so that colour alone does not give the answer.
+
+With `class_colours`, each class has its own band of hues (`CLASS_HUES`) on a background of
+greys, so that a pixel's colour tells its class and the task becomes one of outlining:
+what FCN's skip connections improve, learnable by a small network in minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ import numpy as np
 CLASS_NAMES = ("background", "circle", "square", "triangle", "bar")
 """Semantic class names, index = label id (0 is background)."""
 
+CLASS_HUES = (None, 0.0, 120.0, 240.0, 60.0)
+"""Centre hue (degrees) of each class's colours under `class_colours`: red circles, green
+squares, blue triangles, yellow bars; each object's hue is within 15 degrees of it."""
+
+_HUE_JITTER = 15.0
 _MIN_VISIBLE_PIXELS = 6
 _MIN_VISIBLE_FRACTION = 0.35
 _PLACEMENT_TRIES = 30
@@ -51,6 +60,7 @@ def generate_scene(
     min_extent: float = 2.5,
     max_extent: float = 0.2,
     bar_width: tuple[float, float] = (1.0, 3.0),
+    class_colours: bool = False,
 ) -> Scene:
     """Returns the scene numbered `index` of split `split_index` for `seed`.
 
@@ -63,6 +73,8 @@ def generate_scene(
       min_extent: smallest object radius (circumradius; half side / 0.85 for squares), px.
       max_extent: largest object radius, as a fraction of `image_size`.
       bar_width: range (low, high) of the bars' widths, px.
+      class_colours: colour objects by class (saturated hues around `CLASS_HUES`) on a
+        low-saturation background, instead of random colours that avoid the background's.
     """
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32, got {image_size}")
@@ -79,7 +91,7 @@ def generate_scene(
     rng = np.random.default_rng([seed, split_index, index])
     size = image_size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5  # pixel centres
-    background, bg_colours = _background(rng, xx, yy)
+    background, bg_colours = _background(rng, xx, yy, grey=class_colours)
     image = background.copy()
 
     owner = np.full((size, size), -1, np.int32)  # index of the top object at each pixel
@@ -101,7 +113,10 @@ def generate_scene(
                 break
         else:
             continue  # No acceptable placement for this object: leave it out.
-        colour = _object_colour(rng, bg_colours)
+        if class_colours:
+            colour = _class_colour(rng, cls)
+        else:
+            colour = _object_colour(rng, bg_colours)
         shade = _shading(rng, xx, yy, size)
         image = np.where(mask[..., None], colour * shade[..., None], image)
         owner = new_owner
@@ -124,9 +139,20 @@ def generate_scene(
     )
 
 
-def _background(rng: np.random.Generator, xx, yy) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (float [H, W, 3] textured background, [2, 3] its two base colours)."""
-    colours = rng.uniform(40, 215, size=(2, 3))
+def _background(
+    rng: np.random.Generator, xx, yy, *, grey: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (float [H, W, 3] textured background, [2, 3] its two base colours).
+
+    `grey` draws the base colours with saturation at most 0.15.
+    """
+    if grey:
+        hues = rng.uniform(0, 360, size=2)
+        colours = np.stack(
+            [_hsv_to_rgb(h, rng.uniform(0, 0.15), rng.uniform(0.15, 0.9)) for h in hues]
+        )
+    else:
+        colours = rng.uniform(40, 215, size=(2, 3))
     size = xx.shape[0]
     texture = np.zeros_like(xx)
     for _ in range(3):  # a few oriented stripe patterns of random period
@@ -150,6 +176,18 @@ def _object_colour(rng: np.random.Generator, bg_colours: np.ndarray) -> np.ndarr
         if distance > best_distance:
             best, best_distance = colour, distance
     return best
+
+
+def _class_colour(rng: np.random.Generator, cls: int) -> np.ndarray:
+    """Returns a saturated colour [3] whose hue is within `_HUE_JITTER` of class `cls`'s."""
+    hue = CLASS_HUES[cls] + rng.uniform(-_HUE_JITTER, _HUE_JITTER)
+    return _hsv_to_rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0))
+
+
+def _hsv_to_rgb(hue: float, saturation: float, value: float) -> np.ndarray:
+    """Returns float [3] RGB in 0..255 of a hue in degrees, saturation and value in 0..1."""
+    k = (np.array([5.0, 3.0, 1.0]) + hue / 60.0) % 6.0
+    return 255.0 * value * (1.0 - saturation * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0))
 
 
 def _shading(rng: np.random.Generator, xx, yy, size: int) -> np.ndarray:

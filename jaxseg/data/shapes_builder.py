@@ -33,6 +33,7 @@ class ShapesConfig(tfds.core.BuilderConfig):
       num_train, num_validation, num_test: examples per split.
       max_objects: most objects per image (1..max_objects are placed).
       min_extent, max_extent, bar_width: object sizes (see `shapes.generate_scene`).
+      class_colours: colour objects by class on a grey background (`shapes.generate_scene`).
       seed: generation seed; the data are a pure function of the config.
     """
 
@@ -44,14 +45,18 @@ class ShapesConfig(tfds.core.BuilderConfig):
     min_extent: float = 2.5
     max_extent: float = 0.2
     bar_width: tuple[float, float] = (1.0, 3.0)
+    class_colours: bool = False
     seed: int = 0
 
 
 class JaxsegShapes(Builder):
     """Synthetic circles, squares, triangles and thin bars on textured backgrounds."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "First release.",
+        "1.1.0": "`fcn`: objects coloured by class on grey backgrounds.",
+    }
     BUILDER_CONFIGS: ClassVar[list] = [
         ShapesConfig(
             name="small",
@@ -61,7 +66,8 @@ class JaxsegShapes(Builder):
             name="fcn",
             description=(
                 "128x128 px, 1000 / 200 / 200, objects of radius 6 to 32 px and bars 4 to 8 px "
-                "wide: big enough for a stride-8 FCN to outline, too fine for a stride-32 one."
+                "wide, coloured by class: big enough for a stride-8 FCN to outline, too fine "
+                "for a stride-32 one."
             ),
             image_size=128,
             num_train=1000,
@@ -71,6 +77,7 @@ class JaxsegShapes(Builder):
             min_extent=6.0,
             max_extent=0.25,
             bar_width=(4.0, 8.0),
+            class_colours=True,
         ),
         ShapesConfig(
             name="medium",
@@ -144,6 +151,7 @@ class JaxsegShapes(Builder):
                 min_extent=config.min_extent,
                 max_extent=config.max_extent,
                 bar_width=tuple(config.bar_width),
+                class_colours=config.class_colours,
             )
             yield (
                 index,

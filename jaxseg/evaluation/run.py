@@ -1,8 +1,13 @@
-"""`evaluate(config, workdir)`: the library call behind `eval.py`.
+"""The library calls behind `eval.py`.
 
-Restores the best checkpoint of `<workdir>/checkpoints` (or step `config.eval.checkpoint`),
-evaluates the validation split at full resolution, prints the metrics table and writes
-`<workdir>/eval/metrics.json` and pictures in `<workdir>/eval/pictures/`.
+`evaluate(config, workdir)` restores the best checkpoint of `<workdir>/checkpoints` (or step
+`config.eval.checkpoint`), evaluates the validation split at full resolution, prints the
+metrics table and writes `<workdir>/eval/metrics.json` and pictures in
+`<workdir>/eval/pictures/`.
+
+`predict_images(config, workdir, pattern)` runs the same checkpoint on image files and
+writes overlays and `predictions.json` into `<workdir>/images/` (`eval.py --images`). A
+folder written by `python -m jaxseg.convert` needs no config.
 """
 
 from __future__ import annotations
@@ -16,7 +21,16 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxseg.train import sharding
+from jaxseg.convert.categories import class_names
+from jaxseg.convert.checkpoint import METADATA_FILE, load_converted
+from jaxseg.evaluation.images import (
+    find_images,
+    instance_image_predictions,
+    read_images,
+    semantic_image_predictions,
+)
+from jaxseg.models import FCNResNet, MaskRCNN
+from jaxseg.train import distributed, sharding
 from jaxseg.train.checkpointing import Checkpointer
 from jaxseg.train.config import check_workdir
 from jaxseg.train.evaluate import evaluate_dataset, write_pictures
@@ -25,7 +39,7 @@ from jaxseg.train.optimizer import make_optimizer
 from jaxseg.train.runtime import setup_compilation_cache
 from jaxseg.train.step import make_eval_step
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "predict_images"]
 
 
 def _json_safe(value: Any) -> Any:
@@ -46,39 +60,18 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         checkpoint step, or a checkpoint whose shapes differ from the model's.
     """
     task = prepare(config)
+    distributed.initialize(config.distributed)  # before anything touches a device
     workdir = os.path.abspath(os.path.expanduser(workdir))
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        raise ValueError(
-            f"no checkpoints in {directory}: train first (train.py --workdir {workdir})"
-        )
+    mesh = sharding.make_mesh()
+    host_variables, shardings, step, directory = _restore_variables(task, config, workdir, mesh)
+    variables = sharding.put(host_variables, shardings.variables)
     eval_dir = check_workdir(os.path.join(workdir, "eval"))
-    checkpointer = Checkpointer(directory, create=False, best_metric=config.eval.best_metric)
-    try:
-        steps = checkpointer.all_steps()
-        if not steps:
-            raise ValueError(f"no checkpoints in {directory}: train first")
-        step = int(config.eval.checkpoint)
-        if step < 0:
-            step = checkpointer.best_step()
-        elif step not in steps:
-            raise ValueError(
-                f"config.eval.checkpoint = {step}: no such step in {directory} {steps}"
-            )
-        setup_compilation_cache(config.compilation_cache_dir)
-        mesh = sharding.make_mesh()
-        optimizer = make_optimizer(config.optimizer, int(config.num_train_steps))
-        abstract_state = abstract_train_state(task, optimizer, config, mesh)
-        # Only the variables: evaluation needs no optimiser state, and a converted
-        # checkpoint (python -m jaxseg.convert) has none.
-        variables = sharding.replicate(checkpointer.restore_variables(step, abstract_state), mesh)
-    finally:
-        checkpointer.close()
 
-    batch_size = sharding.per_process_batch_size(config.eval.batch_size)
+    batch_size = sharding.per_process_batch_size(config.eval.batch_size, what="eval.batch_size")
     shards = {"shard_index": jax.process_index(), "shard_count": jax.process_count()}
     loader = task.eval_loader(batch_size=batch_size, **shards)
-    metrics = evaluate_dataset(task, variables, loader, make_eval_step(task), mesh)
+    eval_step = make_eval_step(task, shardings=shardings)
+    metrics = evaluate_dataset(task, variables, loader, eval_step, mesh)
     result = {**metrics, "step": step, "checkpoint": os.path.join(directory, str(step))}
     pictures_dir = os.path.join(eval_dir, "pictures")
     paths = []
@@ -88,7 +81,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         if config.eval.num_pictures > 0:
             paths = write_pictures(
                 task,
-                variables,
+                host_variables,
                 task.eval_loader(batch_size=batch_size, shard_index=0, shard_count=1),
                 pictures_dir,
                 count=int(config.eval.num_pictures),
@@ -102,3 +95,137 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             flush=True,
         )
     return result
+
+
+def _restore_variables(task, config: ml_collections.ConfigDict, workdir: str, mesh):
+    """Returns `(variables, step shardings, step, checkpoints folder)` of the best or
+    configured step: the variables as host (numpy) arrays, whatever devices wrote them.
+
+    Raises:
+      ValueError: no checkpoint, an unknown step, arrays that do not fit the model.
+    """
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        raise ValueError(
+            f"no checkpoints in {directory}: train first (train.py --workdir {workdir})"
+        )
+    checkpointer = Checkpointer(directory, create=False, best_metric=config.eval.best_metric)
+    try:
+        steps = checkpointer.all_steps()
+        if not steps:
+            raise ValueError(f"no checkpoints in {directory}: train first")
+        step = int(config.eval.checkpoint)
+        if step < 0:
+            step = checkpointer.best_step()
+        elif step not in steps:
+            raise ValueError(
+                f"config.eval.checkpoint = {step}: no such step in {directory} {steps}"
+            )
+        setup_compilation_cache(config.compilation_cache_dir)
+        optimizer = make_optimizer(config.optimizer, int(config.num_train_steps))
+        abstract_state = abstract_train_state(task, optimizer, config, mesh)
+        # Only the variables: evaluation needs no optimiser state, and a converted
+        # checkpoint (python -m jaxseg.convert) has none.
+        variables = checkpointer.restore_variables(step, abstract_state)
+    finally:
+        checkpointer.close()
+    shardings = sharding.step_shardings(abstract_state, mesh, mode=config.sharding.params)
+    return variables, shardings, step, directory
+
+
+def _converted_metadata(workdir: str) -> dict[str, Any] | None:
+    path = os.path.join(workdir, METADATA_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def predict_images(
+    config: ml_collections.ConfigDict | None,
+    workdir: str,
+    pattern: str,
+    *,
+    output: str | None = None,
+    score_threshold: float = 0.5,
+) -> list[str]:
+    """Runs a checkpoint on the image files matching `pattern`; returns the paths written.
+
+    Args:
+      config: the training config (its task draws and describes the predictions), or None
+        when `workdir` is a folder written by `python -m jaxseg.convert`: its model and
+        torchvision's class names are used.
+      workdir: a training workdir or a converted folder (best / configured step).
+      pattern: a glob of image files (any size, RGB / grey / RGBA, PNG / JPEG / ...).
+      output: the folder to write into; default `<workdir>/images`.
+      score_threshold: of the instance detections drawn and listed (converted Mask R-CNN).
+
+    A converted folder's `preprocessing` (torchvision's resize rule) is applied, also with a
+    config; otherwise images are predicted at their own size. Each image gets an overlay
+    PNG; `predictions.json` lists them (see `jaxseg.evaluation.images`).
+
+    Raises:
+      ValueError: no matching file, an unreadable image, no config for a workdir that is
+        not a converted folder, a converted backbone (no predictions), or the checkpoint
+        errors of `evaluate`.
+    """
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    paths = find_images(pattern)
+    metadata = _converted_metadata(workdir)
+    preprocessing = metadata["preprocessing"] if metadata else None
+    directory = check_workdir(os.path.abspath(output or os.path.join(workdir, "images")))
+    images = read_images(paths)
+    if config is not None:
+        task = prepare(config)
+        variables, _, step, _ = _restore_variables(task, config, workdir, sharding.make_mesh())
+        written = task.write_image_predictions(
+            variables, images, directory, preprocessing=preprocessing
+        )
+        source = f"{config.model.name}, checkpoint step {step}"
+    elif metadata is None:
+        raise ValueError(
+            f"{workdir} holds no {METADATA_FILE}: give --config, or a folder written by "
+            "python -m jaxseg.convert"
+        )
+    else:
+        written = _converted_predictions(
+            workdir, metadata, images, directory, score_threshold=score_threshold
+        )
+        source = f"converted {metadata['arch']} ({metadata.get('source') or workdir})"
+    print(
+        f"{source} on {len(images)} images: {len(written)} files in {directory}",
+        file=sys.stdout,
+        flush=True,
+    )
+    return written
+
+
+def _converted_predictions(workdir, metadata, images, directory, *, score_threshold):
+    if metadata.get("prefix"):
+        raise ValueError(
+            f"{workdir} holds {metadata['arch']} nested under {metadata['prefix']!r} (for "
+            "init_from), not a model that predicts"
+        )
+    model, variables = load_converted(workdir)
+    arch = metadata["arch"]
+    preprocessing = metadata["preprocessing"]
+    if isinstance(model, FCNResNet):
+        return semantic_image_predictions(
+            lambda v, x: jax.numpy.argmax(model.apply(v, x)["out"], axis=-1),
+            variables,
+            images,
+            class_names(arch, model.num_classes),
+            directory,
+            preprocessing=preprocessing,
+        )
+    if isinstance(model, MaskRCNN):
+        return instance_image_predictions(
+            lambda v, x: model.apply(v, x, train=False),
+            variables,
+            images,
+            class_names(arch, model.num_classes),
+            directory,
+            preprocessing=preprocessing,
+            score_threshold=score_threshold,
+        )
+    raise ValueError(f"{workdir} holds a {arch} backbone: it has no predictions to draw")

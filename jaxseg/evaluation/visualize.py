@@ -1,4 +1,9 @@
-"""Pictures of semantic segmentations: image | ground truth | prediction, with a legend."""
+"""Pictures: semantic panels (image | ground truth | prediction), overlays, instances.
+
+- `segmentation_panel`: evaluation pictures of a semantic model, with a class legend;
+- `segmentation_overlay`: one image with its predicted classes blended in, and a legend;
+- `draw_instances`: one image with instance masks, boxes, class names and scores.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,14 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["colorize", "palette", "segmentation_panel"]
+__all__ = [
+    "colorize",
+    "draw_instances",
+    "instance_colours",
+    "palette",
+    "segmentation_overlay",
+    "segmentation_panel",
+]
 
 _IGNORE_COLOUR = (255, 255, 255)
 _GAP = 4  # pixels between the three pictures
@@ -86,4 +98,145 @@ def segmentation_panel(
             outline=(0, 0, 0),
         )
         draw.text((2 + _SWATCH + 4, y - 1), f"{k} {name}", fill=(0, 0, 0))
+    return canvas
+
+
+def _legend(draw: ImageDraw.ImageDraw, top: int, entries: Sequence[tuple[str, np.ndarray]]) -> None:
+    for row, (text, colour) in enumerate(entries):
+        y = top + 2 + _ROW * row
+        draw.rectangle(
+            [2, y, 2 + _SWATCH, y + _SWATCH], fill=tuple(int(c) for c in colour), outline=(0, 0, 0)
+        )
+        draw.text((2 + _SWATCH + 4, y - 1), text, fill=(0, 0, 0))
+
+
+def segmentation_overlay(
+    image: np.ndarray,
+    prediction: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    alpha: float = 0.5,
+    background: int | None = 0,
+) -> Image.Image:
+    """Returns a PIL image: `image` with its predicted classes blended in, legend below.
+
+    Args:
+      image: uint8 [H, W, 3] RGB.
+      prediction: [H, W] class ids 0..K-1.
+      class_names: the K class names, index = class id.
+      alpha: opacity of the class colours.
+      background: a class id left unpainted (the image shows through), or None.
+
+    The legend lists the classes present in `prediction` with their share of the pixels.
+    """
+    image = np.asarray(image)
+    prediction = np.asarray(prediction)
+    if image.ndim != 3 or image.shape[-1] != 3 or prediction.shape != image.shape[:2]:
+        raise ValueError(
+            "segmentation_overlay: need image [H, W, 3] and prediction [H, W], got "
+            f"{image.shape} and {prediction.shape}"
+        )
+    colours = palette(len(class_names))
+    painted = prediction != background if background is not None else np.ones_like(prediction, bool)
+    blended = image.astype(np.float32)
+    rgb = colorize(prediction, len(class_names)).astype(np.float32)
+    blended[painted] = (1 - alpha) * blended[painted] + alpha * rgb[painted]
+    present, counts = np.unique(prediction, return_counts=True)
+    entries = [
+        (f"{k} {class_names[k]} {100 * n / prediction.size:.1f}%", colours[k])
+        for k, n in zip(present, counts, strict=True)
+        if 0 <= k < len(class_names)
+    ]
+    height, width = image.shape[:2]
+    canvas = Image.new("RGB", (max(width, 160), height + _ROW * len(entries) + 4), (255, 255, 255))
+    canvas.paste(Image.fromarray(np.round(blended).astype(np.uint8)), (0, 0))
+    _legend(ImageDraw.Draw(canvas), height, entries)
+    return canvas
+
+
+def instance_colours(count: int) -> np.ndarray:
+    """Returns uint8 [count, 3] distinct, saturated colours (golden-angle hues)."""
+    hues = (np.arange(count) * 0.381966) % 1.0
+    sector = (hues * 6).astype(int)
+    f = hues * 6 - sector
+    v, p, q, t = np.ones(count), np.zeros(count) + 0.2, 1 - 0.8 * f, 0.2 + 0.8 * f
+    rgb = np.select(
+        [sector[:, None] == i for i in range(6)],
+        [
+            np.stack(c, -1)
+            for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))
+        ],
+    )
+    return np.round(255 * rgb).astype(np.uint8)
+
+
+def draw_instances(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    scores: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    masks: np.ndarray | None = None,
+    valid: np.ndarray | None = None,
+    score_threshold: float = 0.0,
+    alpha: float = 0.45,
+) -> Image.Image:
+    """Returns a PIL image: `image` with instance masks, boxes and 'name score' labels.
+
+    Args:
+      image: uint8 [H, W, 3] RGB.
+      boxes: [D, 4] xyxy in the image's pixels (e.g. `Detections.boxes[i]` divided by the
+        loader's `scale`).
+      classes: [D] class ids, 1..K (0 = background / invalid).
+      scores: [D] scores in [0, 1].
+      class_names: names indexed by class id (index 0 the background), e.g. the
+        `DatasetInfo`'s instance names with 'background' in front.
+      masks: optional [D, H, W] masks pasted into the image (bool, or probabilities
+        thresholded at 0.5), e.g. `paste_detection_masks(..., threshold=0.5)[i]`.
+      valid: optional [D] bool (`Detections.valid[i]`); invalid entries are not drawn.
+      score_threshold: entries scoring below it are not drawn.
+      alpha: opacity of the mask colours.
+
+    Higher-scoring instances are drawn last, on top.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"draw_instances: image must be [H, W, 3], got {image.shape}")
+    boxes, classes, scores = np.asarray(boxes), np.asarray(classes), np.asarray(scores)
+    count = boxes.shape[0]
+    if boxes.shape != (count, 4) or classes.shape != (count,) or scores.shape != (count,):
+        raise ValueError(
+            "draw_instances: need boxes [D, 4], classes [D], scores [D], got "
+            f"{boxes.shape}, {classes.shape}, {scores.shape}"
+        )
+    if masks is not None and np.shape(masks) != (count, *image.shape[:2]):
+        raise ValueError(
+            f"draw_instances: masks must be [D, H, W] = {(count, *image.shape[:2])}, got "
+            f"{np.shape(masks)}"
+        )
+    shown = scores >= score_threshold
+    if valid is not None:
+        shown &= np.asarray(valid, bool)
+    order = [i for i in np.argsort(scores, kind="stable") if shown[i]]  # best drawn last
+    colours = instance_colours(count)
+    blended = image.astype(np.float32)
+    if masks is not None:
+        masks = np.asarray(masks)
+        for i in order:
+            inside = masks[i] >= 0.5 if masks.dtype != bool else masks[i]
+            blended[inside] = (1 - alpha) * blended[inside] + alpha * colours[i]
+    canvas = Image.fromarray(np.round(blended).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    for i in order:
+        colour = tuple(int(c) for c in colours[i])
+        x1, y1, x2, y2 = (float(v) for v in boxes[i])
+        draw.rectangle([x1, y1, max(x1, x2), max(y1, y2)], outline=colour, width=2)
+        k = int(classes[i])
+        name = class_names[k] if 0 <= k < len(class_names) else str(k)
+        text = f"{name} {float(scores[i]):.2f}"
+        left, top, right, bottom = draw.textbbox((x1, y1), text)
+        y = max(0.0, y1 - (bottom - top) - 2)
+        draw.rectangle([x1, y, x1 + right - left + 2, y + bottom - top + 2], fill=colour)
+        draw.text((x1 + 1, y), text, fill=(0, 0, 0))
     return canvas

@@ -54,6 +54,7 @@ class FCN(nn.Module, kw_only=True):
       learnable_upsampling: make the bilinear transposed convolutions trainable parameters
         (the reference keeps them fixed; fixed ones have no parameters).
       dropout_rate: dropout after fc6 and fc7.
+      batch_norm: BatchNorm after each backbone conv (`VGG16.batch_norm`; not in the paper).
       dtype: compute dtype; parameters and logits are float32.
 
     Parameters: `backbone` (`VGG16`), `score_fr`, `score_pool4` (16s, 8s), `score_pool3` (8s)
@@ -67,6 +68,7 @@ class FCN(nn.Module, kw_only=True):
     width: float = 1.0
     learnable_upsampling: bool = False
     dropout_rate: float = 0.5
+    batch_norm: bool = False
     dtype: Any = jnp.float32
 
     def _score(self, x: jax.Array, name: str) -> jax.Array:
@@ -112,7 +114,11 @@ class FCN(nn.Module, kw_only=True):
             raise ValueError(f"FCN: num_classes must be >= 1, got {self.num_classes}")
 
         features = VGG16(
-            width=self.width, dropout_rate=self.dropout_rate, dtype=self.dtype, name="backbone"
+            width=self.width,
+            dropout_rate=self.dropout_rate,
+            batch_norm=self.batch_norm,
+            dtype=self.dtype,
+            name="backbone",
         )(images, train=train)
         score = self._score(features["fc7"], "score_fr")
         if self.stride == 32:

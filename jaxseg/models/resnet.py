@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from jaxseg.models.patch_conv import PatchConv
 from jaxseg.models.vgg import scaled_channels
 
 __all__ = ["FrozenBatchNorm", "GroupNorm", "ResNet", "trainable_mask"]
@@ -44,6 +45,7 @@ _DEPTHS = {
 }
 _NORMS = ("batch", "frozen", "group")
 _EPSILON = 1e-5  # torch BatchNorm2d / FrozenBatchNorm2d
+_CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # torchvision's
 
 
 class FrozenBatchNorm(nn.Module, kw_only=True):
@@ -120,7 +122,7 @@ def _conv(
         padding=((pad, pad), (pad, pad)),
         kernel_dilation=(dilation, dilation),
         use_bias=False,
-        kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+        kernel_init=_CONV_INIT,
         dtype=dtype,
         name=name,
     )
@@ -212,7 +214,17 @@ class ResNet(nn.Module, kw_only=True):
         bottleneck, blocks_per_stage = _DEPTHS[self.depth]
         expansion = 4 if bottleneck else 1
 
-        x = _conv(scaled_channels(64, self.width), 7, stride=2, dtype=self.dtype, name="conv1")(x)
+        # The stem sees the image's 3 channels: a patch matmul (see PatchConv), same params.
+        x = PatchConv(
+            features=scaled_channels(64, self.width),
+            kernel_size=(7, 7),
+            strides=(2, 2),
+            padding=((3, 3), (3, 3)),
+            use_bias=False,
+            kernel_init=_CONV_INIT,
+            dtype=self.dtype,
+            name="conv1",
+        )(x)
         x = nn.relu(_norm(self.norm, train, self.dtype, "bn1")(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         if self.frozen_stages >= 1:

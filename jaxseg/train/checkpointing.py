@@ -5,20 +5,59 @@ grain iterator's position, a few bytes of JSON). Saves are asynchronous; the las
 `keep` checkpoints and the best one by the evaluation metric are kept. Shapes are compared
 with a checkpoint's metadata before anything is restored, so a class-count mismatch is a
 clear error rather than a failure deep inside a restore or a compile.
+
+A checkpoint is either complete or ignored. Orbax writes each step into a temporary
+folder and renames it when every item is written, so a save cut short leaves no step
+folder (the leftover temporary folder is removed on the next start). `restore_latest`
+also refuses a step folder that lacks its commit markers or metadata, or whose arrays
+cannot be read (truncated files) or hold NaN or Inf: it logs why, moves the folder to
+`<checkpoints>.corrupt/` and uses the previous step.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
-__all__ = ["Checkpointer", "check_compatible", "checkpoint_directory"]
+from jaxseg.train.nonfinite import NonFiniteError, tree_is_finite
+
+__all__ = [
+    "CheckpointMismatchError",
+    "Checkpointer",
+    "CorruptCheckpointError",
+    "check_compatible",
+    "checkpoint_directory",
+]
+
+# Files every complete step folder holds (orbax writes them last, before the rename).
+_COMMIT_FILES = ("commit_success.txt", "state/commit_success.txt", "state/_METADATA")
+
+
+class CheckpointMismatchError(ValueError):
+    """Raised when a checkpoint's arrays have other shapes than the model's."""
+
+
+class CorruptCheckpointError(RuntimeError):
+    """Raised when a checkpoint is incomplete or unreadable."""
+
+
+def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+    """Returns the handlers of the two items, so that metadata can be read before a save."""
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    for args in (ocp.args.StandardSave, ocp.args.StandardRestore):
+        registry.add("state", args, ocp.StandardCheckpointHandler)
+    for args in (grain.checkpoint.CheckpointSave, grain.checkpoint.CheckpointRestore):
+        registry.add("data", args, grain.checkpoint.CheckpointHandler)
+    return registry
 
 
 def checkpoint_directory(path: str | os.PathLike) -> str:
@@ -54,7 +93,7 @@ def check_compatible(expected: Any, found: Any, *, what: str, subtree: str = "")
         if path.startswith(subtree) and path in have and have[path] != shape
     ]
     if differ:
-        raise ValueError(
+        raise CheckpointMismatchError(
             f"{what} does not fit the model (a different num_classes, width or model?):\n  "
             + "\n  ".join(differ)
         )
@@ -91,10 +130,12 @@ class Checkpointer:
             create=create,
             read_only=not create,
             enable_async_checkpointing=True,
+            cleanup_tmp_directories=create,  # saves cut short by a kill
         )
         self.manager = ocp.CheckpointManager(
-            directory, item_names=("state", "data"), options=options
+            directory, handler_registry=_handler_registry(), options=options
         )
+        self.read_only = not create
 
     def _metric(self, metrics: dict[str, Any]) -> float:
         value = float(metrics[self.best_metric])
@@ -121,7 +162,16 @@ class Checkpointer:
         *,
         metrics: dict[str, Any] | None = None,
     ) -> None:
-        """Starts an asynchronous save of `state` and the iterator's position at `step`."""
+        """Starts an asynchronous save of `state` and the iterator's position at `step`.
+
+        Raises:
+          NonFiniteError: if `state` holds NaN or Inf (nothing is written).
+        """
+        if not tree_is_finite(state):
+            raise NonFiniteError(
+                f"not saving step {step} in {self.directory}: the train state holds NaN or Inf "
+                "(the checkpoints already there are intact)"
+            )
         items = {"state": ocp.args.StandardSave(state)}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
@@ -133,14 +183,31 @@ class Checkpointer:
         )
 
     def check(self, step: int, abstract_state: Any, *, subtree: str = "") -> None:
-        """Raises ValueError if the state saved at `step` has other shapes than `abstract_state`."""
-        metadata = self.manager.item_metadata(step)["state"]
-        check_compatible(
-            abstract_state,
-            metadata,
-            what=f"checkpoint {os.path.join(self.directory, str(step))}",
-            subtree=subtree,
-        )
+        """Raises ValueError if the state saved at `step` does not fit `abstract_state`.
+
+        Raises:
+          CheckpointMismatchError (a ValueError): arrays of other shapes; without `subtree`,
+            also arrays missing from the checkpoint or absent from the model (a checkpoint
+            of another model or jaxseg version, not a damaged one).
+          CorruptCheckpointError: the state's metadata cannot be read.
+        """
+        try:
+            metadata = self.manager.item_metadata(step)["state"]
+        except Exception as e:  # orbax raises many kinds for damaged files
+            raise CorruptCheckpointError(f"cannot read its metadata: {e}") from e
+        if metadata is None:
+            raise CorruptCheckpointError("its state metadata (state/_METADATA) is missing")
+        what = f"checkpoint {self.step_path(step)}"
+        check_compatible(abstract_state, metadata, what=what, subtree=subtree)
+        if not subtree:
+            want, have = set(_shapes(abstract_state)), set(_shapes(metadata))
+            if want != have:
+                raise CheckpointMismatchError(
+                    f"{what} holds other arrays than the train state: missing "
+                    f"{sorted(want - have)[:10]}, not in the model {sorted(have - want)[:10]} "
+                    "(another model, or a checkpoint without optimiser state such as a "
+                    "converted one: use it as config.init_from)"
+                )
 
     def restore(
         self, step: int, abstract_state: Any, data_iterator: grain.DataLoaderIterator | None = None
@@ -158,6 +225,75 @@ class Checkpointer:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"]
+
+    def step_path(self, step: int) -> str:
+        """Returns the folder of checkpoint `step`."""
+        return os.path.join(self.directory, str(step))
+
+    def check_complete(self, step: int, *, with_data: bool = True) -> None:
+        """Raises CorruptCheckpointError if a file of a finished save is missing at `step`."""
+        required = (*_COMMIT_FILES, "data/commit_success.txt") if with_data else _COMMIT_FILES
+        missing = [f for f in required if not os.path.isfile(os.path.join(self.step_path(step), f))]
+        if missing:
+            raise CorruptCheckpointError(f"incomplete: {', '.join(missing)} missing")
+
+    def restore_latest(
+        self, abstract_state: Any, data_iterator: grain.DataLoaderIterator | None = None
+    ) -> tuple[Any, int] | tuple[None, None]:
+        """Returns `(state, step)` of the newest usable checkpoint, or `(None, None)`.
+
+        Steps are tried newest first. An incomplete or unreadable one, or one holding NaN
+        or Inf, is logged with the reason and moved to `<checkpoints>.corrupt/` (left in
+        place when read-only); the previous step is tried next. `data_iterator` is moved
+        to the returned step's position; when None is returned it may have been moved,
+        so make a fresh one.
+
+        Raises:
+          CheckpointMismatchError: the newest readable checkpoint has other arrays or
+            shapes than `abstract_state` (another model or class count, a converted
+            checkpoint: an error, not a fallback, and nothing is moved).
+        """
+        unusable = 0
+        for step in reversed(self.all_steps()):
+            try:
+                self.check(step, abstract_state)
+                self.check_complete(step, with_data=data_iterator is not None)
+                state = self.restore(step, abstract_state, data_iterator)
+                if not tree_is_finite(state):
+                    raise CorruptCheckpointError("it holds NaN or Inf")
+                return state, step
+            except CheckpointMismatchError:
+                raise
+            except Exception as e:  # any failure to read it means "corrupt"
+                unusable += 1
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                moved = self._quarantine(step)
+                logging.error(
+                    "checkpoint %s is not usable (%s: %s)%s; trying the previous one",
+                    self.step_path(step),
+                    type(e).__name__,
+                    reason[:500],
+                    f", moved to {moved}" if moved else "",
+                )
+        if unusable:
+            logging.error(
+                "none of the %d checkpoints in %s is usable: starting from step 0",
+                unusable,
+                self.directory,
+            )
+        return None, None
+
+    def _quarantine(self, step: int) -> str | None:
+        """Moves step `step` out of the manager's sight; returns where (None if read-only)."""
+        if self.read_only or jax.process_index() != 0:
+            return None
+        target = os.path.join(
+            f"{self.directory.rstrip(os.sep)}.corrupt", f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.rename(self.step_path(step), target)
+        self.manager.reload()
+        return target
 
     def restore_variables(self, step: int, abstract_state: Any) -> dict[str, Any]:
         """Returns `{'params': ..., **model_state}` saved at `step`, without optimiser state.
@@ -186,11 +322,27 @@ class Checkpointer:
         return {"params": found["params"], **found["model_state"]}
 
     def restore_raw(self, step: int) -> Any:
-        """Returns the state saved at `step` as nested dicts of numpy arrays (no target)."""
-        restored = self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+        """Returns the state saved at `step` as nested dicts of numpy arrays (no target).
+
+        Whatever devices the checkpoint was written from (8 GPUs, 2 processes, FSDP shards),
+        each array is read whole onto this process's first device, then to the host.
+        """
+        metadata = ocp.StandardCheckpointHandler().metadata(
+            epath.Path(self.directory) / str(step) / "state"
         )
-        return restored["state"]
+        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree_util.tree_map(
+            lambda m: (
+                jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local)
+                if hasattr(m, "shape") and hasattr(m, "dtype")
+                else m
+            ),
+            metadata.tree if hasattr(metadata, "tree") else metadata,
+        )
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+        )
+        return jax.tree_util.tree_map(np.asarray, restored["state"])
 
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are written."""

@@ -29,6 +29,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "poly", "step", "cosine")
 DTYPES = ("float32", "bfloat16")
 LOSS_REDUCTIONS = ("mean", "sum")
+PARAM_SHARDINGS = ("replicated", "fsdp")
+INITIALIZE_MODES = ("auto", "yes", "no")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -41,12 +43,26 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval_every_steps = 500
     config.checkpoint_every_steps = 500
     config.keep_checkpoints = 2  # the last K, plus the best by validation `best_metric`
+    # Steps with a NaN/Inf loss or gradient are skipped (not applied); this many in a row
+    # stop training with an error (jaxseg.train.nonfinite).
+    config.max_consecutive_nonfinite = 5
     config.dtype = "float32"  # compute dtype; parameters and losses stay float32
     # Workdir (or its checkpoints/ folder) of a coarser net to start from: parameters with
     # the same path and shape are copied, the others (new score layers) keep their init.
     config.init_from = ""
     # Persistent XLA compilation cache ("" disables it); $JAXSEG_COMPILATION_CACHE wins.
     config.compilation_cache_dir = os.path.join("~", ".cache", "jaxseg", "xla")
+    config.log_compiles = False  # log every XLA compilation and why (jax_log_compiles)
+
+    # Scale-out (docs/scaling.md): parameters and optimiser state "replicated" on every
+    # device, or "fsdp" (split along `data`); multi-process start-up.
+    config.sharding = ml_collections.ConfigDict()
+    config.sharding.params = "replicated"
+    config.distributed = ml_collections.ConfigDict()
+    config.distributed.initialize = "auto"  # "auto": when a launcher/config says so; "yes"; "no"
+    config.distributed.coordinator_address = ""  # "host:port" of process 0; "" = detect
+    config.distributed.num_processes = 0  # 0 = detect
+    config.distributed.process_id = -1  # -1 = detect
 
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = "jaxseg_shapes"
@@ -132,9 +148,19 @@ def check_config(config: ml_collections.ConfigDict, *, min_image_size: int = 1) 
     for key in ("batch_size", "num_train_steps", "log_every_steps", "eval_every_steps"):
         if int(config[key]) < 1:
             raise ValueError(f"config.{key} must be >= 1, got {config[key]}")
-    for key in ("checkpoint_every_steps", "keep_checkpoints"):
+    for key in ("checkpoint_every_steps", "keep_checkpoints", "max_consecutive_nonfinite"):
         if int(config[key]) < 1:
             raise ValueError(f"config.{key} must be >= 1, got {config[key]}")
+    if config.sharding.params not in PARAM_SHARDINGS:
+        raise ValueError(
+            f"config.sharding.params must be one of {PARAM_SHARDINGS}, got "
+            f"{config.sharding.params!r}"
+        )
+    if config.distributed.initialize not in INITIALIZE_MODES:
+        raise ValueError(
+            f"config.distributed.initialize must be one of {INITIALIZE_MODES}, got "
+            f"{config.distributed.initialize!r}"
+        )
     if config.dtype not in DTYPES:
         raise ValueError(f"config.dtype must be one of {DTYPES}, got {config.dtype!r}")
     if config.optimizer.name not in OPTIMIZERS:

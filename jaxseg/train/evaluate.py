@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 
+from jaxseg.train.distributed import gather
 from jaxseg.train.sharding import shard_batch
 
 __all__ = ["evaluate_dataset", "write_pictures"]
@@ -21,15 +22,21 @@ def evaluate_dataset(task, variables: dict[str, Any], loader, eval_step, mesh) -
       eval_step: `jaxseg.train.step.make_eval_step(task)`.
       mesh: the device mesh the batches are split over.
     """
-    # Counts stay on the device until the end, so the host never waits for a batch.
+    # Counts stay on the device until the end, so the host never waits for a batch. Every
+    # process runs the same number of batches (the loaders pad the split), each step sums
+    # over the global batch, and `gather` brings the totals of all processes to each host.
     counts = [eval_step(variables, shard_batch(batch, mesh, task.eval_keys)) for batch in loader]
     if not counts:
         raise ValueError("the evaluation split yielded no batch")
-    return task.eval_metrics(task.reduce_eval(jax.device_get(counts)))
+    return task.eval_metrics(task.reduce_eval(gather(counts)))
 
 
 def write_pictures(task, variables, loader, directory: str, *, count: int) -> list[str]:
-    """Writes the task's pictures of the first `count` images of `loader`; returns the paths."""
+    """Writes the task's pictures of the first `count` images of `loader`; returns the paths.
+
+    Runs on one process: `variables` must live on this process's devices (numpy arrays, or
+    `jaxseg.train.distributed.gather` of global ones).
+    """
     predict = jax.jit(task.predict)
     paths: list[str] = []
     for batch in loader:

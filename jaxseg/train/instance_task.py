@@ -21,6 +21,7 @@ from jaxseg.evaluation.coco import (
     detections_to_coco,
     paste_masks_original,
 )
+from jaxseg.evaluation.images import instance_image_predictions
 from jaxseg.evaluation.instance_pictures import instance_panel
 from jaxseg.models import build_model
 from jaxseg.train.config import model_settings
@@ -267,6 +268,18 @@ class InstanceSegmentationTask(Task):
             panel.save(path)
             paths.append(path)
         return paths
+
+    def write_image_predictions(self, variables, images, directory, *, preprocessing=None):
+        """Writes detections (masks, boxes, names, scores) per image and `predictions.json`."""
+        return instance_image_predictions(
+            lambda v, x: self.predict(v, {"image": x}),
+            variables,
+            images,
+            ("background", *self.class_names),
+            directory,
+            preprocessing=preprocessing,
+            min_size=self.min_image_size,
+        )
 
     def format_metrics(self, metrics):
         lines = [f"{'':<5}" + "".join(f"{name:>8}" for name in METRIC_NAMES)]

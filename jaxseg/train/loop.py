@@ -1,39 +1,47 @@
 """`train_and_evaluate(config, workdir)`: the generic training loop behind `train.py`.
 
-Everything that can be wrong with the inputs (config keys and values, the workdir, the
-model settings, the class count against the dataset, a checkpoint or `init_from` of other
-shapes) is checked before anything is compiled. Then: resume from the latest checkpoint
-in `<workdir>/checkpoints` (train state and data position) or initialise (optionally
-from `config.init_from`), and train with periodic logging, evaluation and checkpoints.
+Everything that can be wrong with the inputs (config keys and values, the workdir and
+the config it was started with, the model settings, the class count against the dataset,
+a checkpoint or `init_from` of other shapes) is checked before anything is compiled.
+Then: resume from the latest usable checkpoint in `<workdir>/checkpoints` (train state
+and data position; see `Checkpointer.restore_latest`) or initialise (optionally from
+`config.init_from`), and train with periodic logging, evaluation and checkpoints.
+
+Reliability (docs/reliability.md): a run killed at any moment resumes exactly; SIGTERM
+saves and exits cleanly (`jaxseg.train.preemption`); steps with a non-finite loss or
+gradient are skipped and too many in a row stop training (`jaxseg.train.nonfinite`).
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import os
 import time
 from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 import optax
 from absl import logging
 
 from jaxseg.models import transplant
-from jaxseg.train import sharding
+from jaxseg.train import distributed, sharding
 from jaxseg.train.checkpointing import Checkpointer, check_compatible
 from jaxseg.train.config import check_config, check_workdir
 from jaxseg.train.evaluate import evaluate_dataset
 from jaxseg.train.init_from import read_variables
 from jaxseg.train.metrics_writer import MetricWriter
+from jaxseg.train.nonfinite import NonFiniteMonitor, finite_mean_metrics
 from jaxseg.train.optimizer import make_optimizer, make_schedule
+from jaxseg.train.preemption import PreemptionGuard
 from jaxseg.train.progress import ProgressBar
-from jaxseg.train.runtime import setup_compilation_cache
+from jaxseg.train.runtime import StepCompileLog, setup_compilation_cache, setup_log_compiles
 from jaxseg.train.state import TrainState
 from jaxseg.train.step import make_eval_step, make_train_step
 from jaxseg.train.task import Task
 from jaxseg.train.tasks import make_task
+from jaxseg.train.workdir_config import check_workdir_config, write_workdir_config
 
 __all__ = ["abstract_train_state", "create_train_state", "prepare", "train_and_evaluate"]
 
@@ -57,14 +65,18 @@ def create_train_state(
 def abstract_train_state(
     task: Task, optimizer: optax.GradientTransformation, config: ml_collections.ConfigDict, mesh
 ) -> TrainState:
-    """Returns the train state's `jax.ShapeDtypeStruct`s, replicated on `mesh` (no compile)."""
+    """Returns the train state's `jax.ShapeDtypeStruct`s, with their shardings on `mesh`.
+
+    No compile. Parameters and optimiser state are replicated or split FSDP-style as
+    `config.sharding.params` says (see `jaxseg.train.sharding.step_shardings`).
+    """
     spec = task.input_spec(config.batch_size)
     abstract = jax.eval_shape(
         functools.partial(create_train_state, task, optimizer, config.seed), spec
     )
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    shardings = sharding.step_shardings(abstract, mesh, mode=config.sharding.params).state
     return jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings
     )
 
 
@@ -84,50 +96,62 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None) -> Ta
     return task
 
 
-def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
-    """Returns the mean over steps of each logged training scalar."""
-    history = jax.device_get(history)
-    return {k: float(np.mean([h[k] for h in history])) for k in history[0]}
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, allow_config_change: bool = False
+) -> dict[str, Any]:
     """Trains `config` in `workdir` (resuming from its checkpoints); returns the last eval metrics.
 
     Writes `<workdir>/checkpoints` (orbax), `<workdir>/metrics.jsonl`, TensorBoard events
-    in `<workdir>`, and `<workdir>/config.json`.
+    in `<workdir>`, and `<workdir>/config.json`. After SIGTERM it saves the current step
+    and returns early (the metrics of the last evaluation, if any).
+
+    Args:
+      config: the training config.
+      workdir: the run's folder.
+      allow_config_change: resume a workdir started with a config that differs in more
+        than the run length, logging and paths (see `jaxseg.train.workdir_config`).
+
+    Raises:
+      ValueError: bad config, workdir, or a checkpoint that does not fit (before compiling).
+      NonFiniteError: `config.max_consecutive_nonfinite` skipped steps in a row.
     """
     task = prepare(config, workdir)
     workdir = check_workdir(workdir)
+    distributed.initialize(config.distributed)  # before anything touches a device
+    check_workdir_config(config, workdir, allow_change=allow_config_change)
     setup_compilation_cache(config.compilation_cache_dir)
+    setup_log_compiles(config.log_compiles)
     mesh = sharding.make_mesh()
     batch_size = sharding.per_process_batch_size(config.batch_size)
-    eval_batch_size = sharding.per_process_batch_size(config.eval.batch_size)
+    eval_batch_size = sharding.per_process_batch_size(
+        config.eval.batch_size, what="eval.batch_size"
+    )
     num_steps = int(config.num_train_steps)
     optimizer = make_optimizer(config.optimizer, num_steps)
     schedule = make_schedule(config.optimizer, num_steps)
     abstract_state = abstract_train_state(task, optimizer, config, mesh)
+    shardings = sharding.step_shardings(abstract_state, mesh, mode=config.sharding.params)
 
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"),
         keep=int(config.keep_checkpoints),
         best_metric=config.eval.best_metric,
     )
-    latest = checkpointer.latest_step()
-    init_variables = None
-    if latest is not None:
-        checkpointer.check(latest, abstract_state)
-    elif config.init_from:
-        init_variables, source = read_variables(config.init_from)
-        check_compatible(
-            abstract_state.variables, init_variables, what=f"config.init_from {source}"
-        )
-
     process = jax.process_index()
     shards = {"shard_index": process, "shard_count": jax.process_count()}
-    train_iter = iter(task.train_loader(batch_size=batch_size, seed=int(config.seed), **shards))
+    train_loader = task.train_loader(batch_size=batch_size, seed=int(config.seed), **shards)
+    train_iter = iter(train_loader)
+    state, latest = checkpointer.restore_latest(abstract_state, train_iter)
+    init_variables = None
+    if state is None:
+        train_iter = iter(train_loader)  # a failed restore may have moved the old one
+        if config.init_from:
+            init_variables, source = read_variables(config.init_from)
+            check_compatible(
+                abstract_state.variables, init_variables, what=f"config.init_from {source}"
+            )
 
-    if latest is not None:
-        state = checkpointer.restore(latest, abstract_state, train_iter)
+    if state is not None:
         logging.info("resumed from %s at step %d", checkpointer.directory, latest)
     else:
         create = jax.jit(
@@ -136,6 +160,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         )
         state = create(task.input_spec(config.batch_size))
         if init_variables is not None:
+            state = distributed.gather(state)  # on the host, whatever its sharding
             variables, copied = transplant(init_variables, state.variables)
             fresh = len(jax.tree_util.tree_leaves(variables)) - len(copied)
             logging.info(
@@ -143,31 +168,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             )
             params = variables.pop("params")
             state = state.replace(params=params, model_state=variables)
-            state = sharding.replicate(state, mesh)
+            state = sharding.put(state, shardings.state)
 
-    if process == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
-    train_step = make_train_step(task, optimizer, schedule)
-    eval_step = make_eval_step(task)
-    writer = MetricWriter(workdir, enabled=process == 0)
-    step = int(jax.device_get(state.step))
+    main = distributed.is_main_process()  # only process 0 writes files and the terminal
+    if main:
+        write_workdir_config(config, workdir)
+    train_step = make_train_step(task, optimizer, schedule, shardings=shardings)
+    eval_step = make_eval_step(task, shardings=shardings)
+    writer = MetricWriter(workdir, enabled=main)
+    step = int(distributed.gather(state.step))
     progress = ProgressBar(
-        num_steps, initial=step, batch_size=config.batch_size, every=config.log_every_steps
+        num_steps,
+        initial=step,
+        batch_size=config.batch_size,
+        every=config.log_every_steps,
+        stream=None if main else io.StringIO(),  # other processes draw no bar
     )
+    compiles = StepCompileLog("train_step") if config.log_compiles else None
     history: list[dict[str, jax.Array]] = []
     eval_metrics: dict[str, Any] = {}
     loss = None
     log_start = time.perf_counter()
     log_start_step = step
+    nonfinite = NonFiniteMonitor(config.max_consecutive_nonfinite)
+    preemption = PreemptionGuard()
     try:
+        preemption.install()
         while step < num_steps:
             batch = sharding.shard_batch(next(train_iter), mesh, task.train_keys)
             state, metrics = train_step(state, batch)
             step += 1
+            nonfinite.push(step, metrics)
+            if compiles is not None:
+                compiles.after_step(step)
             history.append(metrics)
             if step % config.log_every_steps == 0 or step == num_steps:
-                summary = _mean_metrics(history)
+                summary = finite_mean_metrics(distributed.gather(history))
                 now = time.perf_counter()
                 summary["images_per_second"] = (
                     (step - log_start_step) * config.batch_size / (now - log_start)
@@ -184,11 +220,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 progress.write(
                     f"step {step}: eval {task.best_metric} {eval_metrics[task.best_metric]:.4f}"
                 )
-            if evaluate_now or step % config.checkpoint_every_steps == 0:
+            if evaluate_now or step % config.checkpoint_every_steps == 0 or preemption.requested:
+                nonfinite.flush()  # a streak that ends at this step stops before the save
                 checkpointer.save(
                     step, state, train_iter, metrics=eval_metrics if evaluate_now else None
                 )
+            if preemption.requested:
+                checkpointer.wait()
+                logging.warning(
+                    "%s: saved step %d in %s; exiting (run again to resume)",
+                    preemption.signal_name,
+                    step,
+                    checkpointer.directory,
+                )
+                progress.write(f"{preemption.signal_name}: saved step {step}, exiting")
+                break
+        nonfinite.flush()
     finally:
+        preemption.uninstall()
+        if compiles is not None:
+            compiles.close()
         checkpointer.close()
         writer.close()
     return eval_metrics

@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 
 from jaxseg import data
+from jaxseg.evaluation.images import semantic_image_predictions
 from jaxseg.evaluation.segmentation import confusion_matrix, segmentation_metrics
 from jaxseg.evaluation.visualize import segmentation_panel
 from jaxseg.models import MIN_SIZE, build_model, softmax_cross_entropy
@@ -182,6 +183,18 @@ class SemanticSegmentationTask(Task):
             panel.save(path)
             paths.append(path)
         return paths
+
+    def write_image_predictions(self, variables, images, directory, *, preprocessing=None):
+        """Writes class overlays with a legend, class-id PNGs and `predictions.json`."""
+        return semantic_image_predictions(
+            lambda v, x: self.predict(v, {"image": x}),
+            variables,
+            images,
+            self.class_names,
+            directory,
+            preprocessing=preprocessing,
+            min_size=self.min_image_size,
+        )
 
     def format_metrics(self, metrics):
         rows = [

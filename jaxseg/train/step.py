@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxseg.train.nonfinite import SKIPPED_KEY, keep_if_finite
+from jaxseg.train.sharding import StepShardings
 from jaxseg.train.state import TrainState
 from jaxseg.train.task import Task
 
@@ -16,12 +18,19 @@ __all__ = ["make_eval_step", "make_train_step"]
 
 
 def make_train_step(
-    task: Task, optimizer: optax.GradientTransformation, schedule: optax.Schedule
+    task: Task,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    *,
+    shardings: StepShardings | None = None,
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
     """Returns `train_step(state, batch) -> (state, metrics)`, jitted, the state donated.
 
-    `metrics` holds the loss, the task's scalars, the gradient's global norm and the
-    learning rate of the step, all float32 scalars.
+    `metrics` holds the loss, the task's scalars, the gradient's global norm, the
+    learning rate of the step and `nonfinite` (1.0 if the loss or a gradient was NaN or
+    Inf: then the update is not applied, see `jaxseg.train.nonfinite`), all float32 scalars.
+    With `shardings`, the step is compiled for them (`jaxseg.train.sharding.step_shardings`):
+    the state keeps its sharding from step to step and the metrics come back replicated.
     """
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]):
@@ -39,11 +48,32 @@ def make_train_step(
         new_state = state.replace(
             step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state
         )
+        new_state, finite = keep_if_finite(state, new_state, loss, grads)
+        metrics[SKIPPED_KEY] = jnp.where(finite, 0.0, 1.0).astype(jnp.float32)
         return new_state, metrics
 
-    return jax.jit(train_step, donate_argnums=0)
+    if shardings is None:
+        return jax.jit(train_step, donate_argnums=0)
+    return jax.jit(
+        train_step,
+        donate_argnums=0,
+        in_shardings=(shardings.state, shardings.batch),
+        out_shardings=(shardings.state, shardings.replicated),
+    )
 
 
-def make_eval_step(task: Task) -> Callable[[dict[str, Any], dict[str, jax.Array]], Any]:
-    """Returns `eval_step(variables, batch) -> counts`, jitted (see `Task.eval_step`)."""
-    return jax.jit(task.eval_step)
+def make_eval_step(
+    task: Task, *, shardings: StepShardings | None = None
+) -> Callable[[dict[str, Any], dict[str, jax.Array]], Any]:
+    """Returns `eval_step(variables, batch) -> counts`, jitted (see `Task.eval_step`).
+
+    With `shardings`, the counts come back replicated: summed over the whole global batch,
+    every process holds them.
+    """
+    if shardings is None:
+        return jax.jit(task.eval_step)
+    return jax.jit(
+        task.eval_step,
+        in_shardings=(shardings.variables, shardings.batch),
+        out_shardings=shardings.replicated,
+    )

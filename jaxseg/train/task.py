@@ -10,6 +10,7 @@ maps each model name to its task, so an instance segmentation task plugs in besi
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grain
@@ -100,3 +101,28 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def format_metrics(self, metrics: dict[str, Any]) -> str:
         """Returns `metrics` as a human-readable table."""
+
+    def write_image_predictions(
+        self,
+        variables: dict[str, Any],
+        images: Sequence[tuple[str, np.ndarray]],
+        directory: str,
+        *,
+        preprocessing: Mapping[str, Any] | None = None,
+    ) -> list[str]:
+        """Writes predictions on arbitrary images (`eval.py --images`); returns the paths.
+
+        Args:
+          variables: the model's variables.
+          images: `(name, uint8 [H, W, 3] RGB)` pairs, any sizes.
+          directory: where to write an overlay PNG per image and `predictions.json`.
+          preprocessing: the resize rule of converted torchvision weights
+            (`jaxseg.convert.preprocessing`), or None to predict at each image's size.
+
+        `jaxseg.evaluation.images` has the per-image loops (`semantic_image_predictions`,
+        `instance_image_predictions`) that an implementation calls.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not predict on image files yet: implement "
+            "Task.write_image_predictions (see jaxseg.evaluation.images)"
+        )

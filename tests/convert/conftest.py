@@ -77,7 +77,7 @@ def relative_error_fixture():
     return relative_error
 
 
-@pytest.fixture(name="settle_batch_norm")
+@pytest.fixture(name="settle_batch_norm", scope="session")
 def settle_batch_norm_fixture():
     """Returns `settle_batch_norm(net, images) -> net`."""
     return settle_batch_norm

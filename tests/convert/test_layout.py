@@ -13,8 +13,10 @@ from jaxseg.convert.layout import (
     linear_as_conv_kernel,
     linear_kernel,
     linear_on_hwc_kernel,
+    patch_kernel,
     transposed_conv_kernel,
 )
+from jaxseg.models.mask_head import ConvTranspose2x2
 
 
 def _nhwc(x):
@@ -81,6 +83,20 @@ def test_transposed_kernel_matches_torch_conv_transpose(size):
     flax_layer = nn.ConvTranspose(4, (size, size), strides=(2, 2), padding="VALID", use_bias=False)
     got = flax_layer.apply({"params": {"kernel": jnp.asarray(kernel)}}, _nhwc(x))
     np.testing.assert_allclose(got, _nhwc(layer(x).detach()), rtol=1e-5, atol=1e-5)
+
+
+def test_patch_kernel_matches_torch_conv_transpose_in_the_mask_head_layer():
+    # Mask R-CNN's conv5_mask: jaxseg computes the 2x2 stride-2 transposed conv as a matmul.
+    torch.manual_seed(0)
+    layer = torch.nn.ConvTranspose2d(3, 4, 2, stride=2)
+    x = torch.randn(2, 3, 5, 6)
+    weight = layer.weight.detach().numpy()
+    kernel = convert_tensor(weight, (2, 2, 3, 4), "patch_kernel")
+    np.testing.assert_array_equal(kernel, patch_kernel(weight))
+    variables = {"params": {"kernel": kernel, "bias": layer.bias.detach().numpy()}}
+    got = ConvTranspose2x2(features=4).apply(variables, jnp.asarray(_nhwc(x)))
+    np.testing.assert_allclose(got, _nhwc(layer(x).detach()), rtol=1e-5, atol=1e-5)
+    assert not np.array_equal(kernel, transposed_conv_kernel(weight))  # no flip here
 
 
 def test_convert_tensor_dispatch_and_errors():

@@ -98,3 +98,27 @@ def test_dataset_info_of_shapes():
         catalog.dataset_info("no_such_dataset")
     with pytest.raises(ValueError, match="no 'instance' task"):
         catalog.dataset_info("voc2012", "instance")
+
+
+def test_class_colours_give_each_class_its_own_hue():
+    import colorsys
+
+    hue_of = {}
+    for i in range(40):
+        scene = shapes.generate_scene(
+            3, 0, i, image_size=96, max_objects=6, min_extent=6.0, class_colours=True
+        )
+        for mask, cls in zip(scene.masks, scene.classes, strict=True):
+            r, g, b = scene.image[mask.astype(bool)].mean(0) / 255
+            hue, _, _ = colorsys.rgb_to_hsv(r, g, b)
+            hue_of.setdefault(int(cls), []).append(hue * 360)
+        background = scene.image[scene.label == 0].astype(float) / 255
+        saturation = (background.max(-1) - background.min(-1)) / np.maximum(
+            background.max(-1), 1e-3
+        )
+        assert np.median(saturation) < 0.3
+    assert set(hue_of) == {1, 2, 3, 4}
+    for cls, hues in hue_of.items():
+        # Circular distance to the class's centre hue; shading and noise blur it a little.
+        distance = np.abs((np.asarray(hues) - shapes.CLASS_HUES[cls] + 180) % 360 - 180)
+        assert distance.max() < 25, (cls, distance.max())

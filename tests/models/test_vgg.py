@@ -23,13 +23,19 @@ def _count(tree):
 
 
 @pytest.mark.parametrize("size", [(1, 1), (2, 3), (5, 4), (7, 9)])
-def test_max_pool_ceil_matches_torch_ceil_mode(size):
+def test_max_pool_ceil_matches_torch_ceil_mode_values_and_gradients(size):
     import torch
 
     x = np.random.default_rng(0).normal(size=(2, 3, *size)).astype(np.float32)
-    expected = torch.nn.functional.max_pool2d(torch.from_numpy(x), 2, 2, ceil_mode=True)
-    got = max_pool_ceil(jnp.asarray(x.transpose(0, 2, 3, 1)))
-    np.testing.assert_array_equal(got, expected.permute(0, 2, 3, 1).numpy())
+    x_torch = torch.from_numpy(x).requires_grad_()
+    expected = torch.nn.functional.max_pool2d(x_torch, 2, 2, ceil_mode=True)
+    weights = np.random.default_rng(1).normal(size=expected.shape).astype(np.float32)
+    (expected * torch.from_numpy(weights)).sum().backward()
+    x_jax = jnp.asarray(x.transpose(0, 2, 3, 1))
+    got, vjp = jax.vjp(max_pool_ceil, x_jax)
+    np.testing.assert_array_equal(got, expected.detach().permute(0, 2, 3, 1).numpy())
+    (grad,) = vjp(jnp.asarray(weights.transpose(0, 2, 3, 1)))
+    np.testing.assert_array_equal(grad, x_torch.grad.permute(0, 2, 3, 1).numpy())
 
 
 @pytest.mark.parametrize("size", [(1, 1), (17, 64), (500, 375), (224, 33)])
@@ -104,3 +110,67 @@ def test_scaled_channels():
     assert scaled_channels(64, 0.001) == 1
     with pytest.raises(ValueError, match="width"):
         scaled_channels(64, 0.0)
+
+
+def test_batch_norm_matches_torchvision_vgg16_bn(random_variables):
+    """With `batch_norm`, pool3 / pool4 equal torchvision's `vgg16_bn` features in eval mode
+    (given the reference's conv1_1 padding of 100 and ceil-mode pooling)."""
+    import torch
+    import torchvision
+
+    model = VGG16(width=1.0, batch_norm=True)
+    x = np.random.default_rng(1).normal(size=(1, 11, 14, 3)).astype(np.float32)
+    variables = random_variables(model, x)
+    reference = torchvision.models.vgg16_bn(weights=None).eval()
+    reference.features[0].padding = (100, 100)
+    state = {}
+    convs = [m for m in reference.features if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in reference.features if isinstance(m, torch.nn.BatchNorm2d)]
+    for name, conv, norm in zip(_TORCHVISION_CONVS, convs, norms, strict=True):
+        params = variables["params"][name]
+        bn_name = name.replace("conv", "bn")
+        bn, stats = variables["params"][bn_name], variables["batch_stats"][bn_name]
+        state[conv] = {
+            "weight": np.asarray(params["kernel"]).transpose(3, 2, 0, 1),
+            "bias": np.asarray(params["bias"]),
+        }
+        state[norm] = {
+            "weight": np.asarray(bn["scale"]),
+            "bias": np.asarray(bn["bias"]),
+            "running_mean": np.asarray(stats["mean"]),
+            "running_var": np.asarray(stats["var"]),
+        }
+    with torch.no_grad():
+        for module, tensors in state.items():
+            for key, value in tensors.items():
+                getattr(module, key).copy_(torch.from_numpy(value.copy()))
+        h = torch.from_numpy(x.transpose(0, 3, 1, 2))
+        pools = []
+        for module in reference.features:
+            if isinstance(module, torch.nn.MaxPool2d):
+                module.ceil_mode = True
+            h = module(h)
+            if isinstance(module, torch.nn.MaxPool2d):
+                pools.append(h.permute(0, 2, 3, 1).numpy())
+    features = jax.jit(model.apply)(variables, x)
+    for key, expected in [("pool3", pools[2]), ("pool4", pools[3])]:
+        np.testing.assert_allclose(
+            features[key], expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max()
+        )
+
+
+def test_batch_norm_statistics_update_only_in_training(random_variables):
+    model = VGG16(width=1 / 16, batch_norm=True, dropout_rate=0.0)
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    variables = random_variables(model, x)
+    assert set(variables) == {"params", "batch_stats"}
+    assert "bn5_3" in variables["params"] and "bn1_1" in variables["batch_stats"]
+    train, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    evaluation = model.apply(variables, x)
+    assert not np.allclose(train["pool3"], evaluation["pool3"])  # batch vs running statistics
+    old = variables["batch_stats"]["bn1_1"]["mean"]
+    new = updates["batch_stats"]["bn1_1"]["mean"]
+    assert not np.allclose(old, new)
+    # torchvision's momentum 0.1: the new running mean is 0.9 old + 0.1 the batch's.
+    batch_mean = (np.asarray(new) - 0.9 * np.asarray(old)) / 0.1
+    assert np.isfinite(batch_mean).all() and np.abs(batch_mean).max() > 0
