@@ -59,7 +59,7 @@ class InstanceSegmentationTask(Task):
         classes = self.info.instance
         self.num_classes = classes.num_classes
         self.class_names = tuple(classes.class_names)
-        self.category_ids = getattr(classes, "category_ids", None)
+        self.category_ids = classes.category_ids
         settings = model_settings(config)
         settings["num_classes"] = settings.get("num_classes", self.num_classes)
         self.model = build_model(
