@@ -89,6 +89,22 @@ class JaxsegShapes(Builder):
             max_objects=8,
         ),
         ShapesConfig(
+            name="instance",
+            description=(
+                "64x64 px, 2000 / 200 / 200, up to 4 objects of radius 5 to 19 px and bars 3 "
+                "to 6 px wide: the CPU-sized Mask R-CNN demo (objects big enough for 28x28 "
+                "masks to be judged at IoU 0.75)."
+            ),
+            image_size=64,
+            num_train=2000,
+            num_validation=200,
+            num_test=200,
+            max_objects=4,
+            min_extent=5.0,
+            max_extent=0.3,
+            bar_width=(3.0, 6.0),
+        ),
+        ShapesConfig(
             name="large",
             description="256x256 px, 10000 / 500 / 500, up to 12 objects.",
             image_size=256,

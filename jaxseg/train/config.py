@@ -76,6 +76,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.dataset.scale_range = (0.5, 2.0)
     config.dataset.flip = True
     config.dataset.worker_count = 0
+    # Instance segmentation (Mask R-CNN) only:
+    config.dataset.max_instances = 100  # ground-truth slots per image
+    config.dataset.mask_size = 112  # side of each ground-truth mask cut to its box
+    config.dataset.min_size = 0  # torchvision-style resize (e.g. 800 / 1333); 0 = fit canvas
+    config.dataset.max_size = 0
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "fcn8s"  # any other key is a model attribute (see jaxseg.models)

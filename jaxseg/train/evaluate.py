@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import numpy as np
 
 from jaxseg.train.distributed import gather
 from jaxseg.train.sharding import shard_batch
@@ -29,9 +28,7 @@ def evaluate_dataset(task, variables: dict[str, Any], loader, eval_step, mesh) -
     counts = [eval_step(variables, shard_batch(batch, mesh, task.eval_keys)) for batch in loader]
     if not counts:
         raise ValueError("the evaluation split yielded no batch")
-    host = gather(counts)
-    totals = jax.tree_util.tree_map(lambda *c: np.sum(np.stack(c).astype(np.int64), axis=0), *host)
-    return task.eval_metrics(totals)
+    return task.eval_metrics(task.reduce_eval(gather(counts)))
 
 
 def write_pictures(task, variables, loader, directory: str, *, count: int) -> list[str]:
@@ -49,5 +46,6 @@ def write_pictures(task, variables, loader, directory: str, *, count: int) -> li
         predictions = jax.device_get(predict(variables, inputs))
         take = count - len(paths)
         batch = {k: v[:take] for k, v in batch.items()}
-        paths += task.write_pictures(batch, predictions[:take], directory, start=len(paths))
+        predictions = jax.tree_util.tree_map(lambda p, n=take: p[:n], predictions)
+        paths += task.write_pictures(batch, predictions, directory, start=len(paths))
     return paths

@@ -73,7 +73,16 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def eval_step(self, variables: dict[str, Any], batch: dict[str, jax.Array]) -> Any:
-        """Returns a pytree of counts for one evaluation batch; the loop sums them."""
+        """Returns a pytree for one evaluation batch (counts, summed by `reduce_eval`)."""
+
+    def reduce_eval(self, outputs: list[Any]) -> Any:
+        """Returns the totals of the host copies of `eval_step`'s outputs (default: their sum).
+
+        A task whose evaluation needs every prediction (COCO AP) keeps them instead.
+        """
+        return jax.tree_util.tree_map(
+            lambda *c: np.sum(np.stack(c).astype(np.int64), axis=0), *outputs
+        )
 
     @abc.abstractmethod
     def eval_metrics(self, totals: Any) -> dict[str, Any]:

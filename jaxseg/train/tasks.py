@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from jaxseg.train.instance_task import InstanceSegmentationTask
 from jaxseg.train.semantic_task import SemanticSegmentationTask
 from jaxseg.train.task import Task
 
@@ -16,6 +17,10 @@ TASKS: dict[str, type[Task]] = {
     "fcn8s_atonce": SemanticSegmentationTask,
     "fcn_resnet50": SemanticSegmentationTask,
     "fcn_resnet101": SemanticSegmentationTask,
+    "mask_rcnn_resnet18_fpn": InstanceSegmentationTask,
+    "mask_rcnn_resnet34_fpn": InstanceSegmentationTask,
+    "mask_rcnn_resnet50_fpn": InstanceSegmentationTask,
+    "mask_rcnn_resnet101_fpn": InstanceSegmentationTask,
 }
 
 

@@ -1,0 +1,290 @@
+"""Instance segmentation (Mask R-CNN) as a `Task` of the generic training loop."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxseg import data, ops
+from jaxseg.data import catalog
+from jaxseg.detection import LOSS_NAMES, Instances, total_loss
+from jaxseg.evaluation.coco import (
+    IOU_TYPES,
+    METRIC_NAMES,
+    coco_evaluate,
+    coco_ground_truth,
+    detections_to_coco,
+    paste_masks_original,
+)
+from jaxseg.evaluation.images import instance_image_predictions
+from jaxseg.evaluation.instance_pictures import instance_panel
+from jaxseg.models import build_model
+from jaxseg.train.config import model_settings
+from jaxseg.train.task import Task
+
+__all__ = ["InstanceSegmentationTask"]
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_PANEL_SIDE = 320  # small images are magnified to about this many pixels in the pictures
+_PICTURE_SCORE = 0.3  # detections drawn in the pictures (score at least)
+_MIN_SIZE = 32  # the FPN's coarsest level (stride 32 before P6) needs this many pixels
+
+
+class InstanceSegmentationTask(Task):
+    """Detection and instance masks of K object classes (class 0 is background).
+
+    Batches (from `jaxseg.data.make_instance_loader`, masks cut to their boxes):
+    `image` float32 [B, H, W, 3], `boxes` [B, N, 4], `classes` [B, N], `masks` uint8
+    [B, N, M, M], `valid` [B, N]; evaluation batches add `image_id`, `scale`,
+    `original_size` and `image_valid`. The loss is torchvision's unweighted sum of the
+    five Mask R-CNN losses, each also logged (`loss_rpn_objectness`, `loss_rpn_box`,
+    `loss_classifier`, `loss_box_reg`, `loss_mask`). Evaluation keeps every detection and
+    computes COCO box and mask AP with pycocotools against the evaluation split's ground
+    truth at the original resolution (`jaxseg.evaluation.coco`).
+    """
+
+    best_metric = "segm_AP"
+    train_keys = ("image", "boxes", "classes", "masks", "valid")
+    eval_keys = ("image", "image_id", "scale", "original_size", "image_valid")
+    min_image_size = _MIN_SIZE
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        super().__init__(config)
+        self.info = data.dataset_info(config.dataset.name, "instance", **self._dataset_kwargs())
+        classes = self.info.instance
+        self.num_classes = classes.num_classes
+        self.class_names = tuple(classes.class_names)
+        self.category_ids = classes.category_ids
+        settings = model_settings(config)
+        settings["num_classes"] = settings.get("num_classes", self.num_classes)
+        self.model = build_model(
+            config.model.name, dtype=_DTYPES.get(config.dtype, jnp.float32), **settings
+        )
+        self._ground_truth: dict[str, Any] | None = None
+
+    def _dataset_kwargs(self) -> dict[str, Any]:
+        dataset = self.config.dataset
+        kwargs = {}
+        if dataset.config:
+            kwargs["config"] = dataset.config
+        if dataset.data_dir:
+            kwargs["data_dir"] = os.path.expanduser(dataset.data_dir)
+        if dataset.manual_dir:
+            kwargs["manual_dir"] = os.path.expanduser(dataset.manual_dir)
+        return kwargs
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        dataset = self.config.dataset
+        kwargs = {
+            "max_instances": int(dataset.max_instances),
+            "mask_size": int(dataset.mask_size),
+            **self._dataset_kwargs(),
+        }
+        if dataset.min_size:
+            kwargs["min_size"], kwargs["max_size"] = int(dataset.min_size), int(dataset.max_size)
+        return kwargs
+
+    def check(self) -> None:
+        if self.model.num_classes != self.num_classes:
+            raise ValueError(
+                f"config.model.num_classes = {self.model.num_classes} but dataset "
+                f"{self.config.dataset.name!r} has {self.num_classes} object classes "
+                f"({', '.join(self.class_names)})"
+            )
+        if self.model.mask_format != "crop":
+            raise ValueError(
+                "the instance loader gives masks cut to their boxes: mask_format 'crop'"
+            )
+        max_instances = int(self.config.dataset.max_instances)
+        if max_instances < 1:
+            raise ValueError(f"config.dataset.max_instances must be >= 1, got {max_instances}")
+        if bool(self.config.dataset.min_size) != bool(self.config.dataset.max_size):
+            raise ValueError("give both config.dataset.min_size and max_size, or neither")
+
+    def train_loader(self, *, batch_size, seed, shard_index, shard_count):
+        dataset = self.config.dataset
+        return data.make_instance_loader(
+            dataset.name,
+            dataset.train_split,
+            batch_size=batch_size,
+            image_size=int(dataset.image_size),
+            train=True,
+            seed=seed,
+            shard_index=shard_index,
+            shard_count=shard_count,
+            worker_count=int(dataset.worker_count),
+            scale_range=tuple(dataset.scale_range),
+            flip=bool(dataset.flip),
+            **self._loader_kwargs(),
+        )
+
+    def eval_loader(self, *, batch_size, shard_index, shard_count):
+        dataset = self.config.dataset
+        return data.make_instance_loader(
+            dataset.name,
+            dataset.eval_split,
+            batch_size=batch_size,
+            image_size=int(dataset.eval_image_size),
+            train=False,
+            seed=0,
+            shard_index=shard_index,
+            shard_count=shard_count,
+            **self._loader_kwargs(),
+        )
+
+    def input_spec(self, batch_size):
+        size = int(self.config.dataset.image_size)
+        n, m = int(self.config.dataset.max_instances), int(self.config.dataset.mask_size)
+        return {
+            "image": jax.ShapeDtypeStruct((batch_size, size, size, 3), jnp.float32),
+            "boxes": jax.ShapeDtypeStruct((batch_size, n, 4), jnp.float32),
+            "classes": jax.ShapeDtypeStruct((batch_size, n), jnp.int32),
+            "masks": jax.ShapeDtypeStruct((batch_size, n, m, m), jnp.uint8),
+            "valid": jax.ShapeDtypeStruct((batch_size, n), jnp.bool_),
+        }
+
+    def init_variables(self, rng, batch):
+        return dict(self.model.init({"params": rng}, batch["image"], train=False))
+
+    def loss_fn(self, params, model_state, batch, rng):
+        gt = Instances.from_batch(batch, mask_format=self.model.mask_format)
+        mutable = ["batch_stats"] if self.model.backbone_norm == "batch" else False
+        variables = {"params": params, **model_state}
+        rngs = {"sampling": rng}
+        if mutable:
+            (_, losses), updates = self.model.apply(
+                variables, batch["image"], gt, train=True, rngs=rngs, mutable=mutable
+            )
+            model_state = {**model_state, **updates}
+        else:
+            _, losses = self.model.apply(variables, batch["image"], gt, train=True, rngs=rngs)
+        metrics = {f"loss_{name}": losses[name] for name in LOSS_NAMES}
+        return total_loss(losses), (metrics, model_state)
+
+    def predict(self, variables, batch):
+        """Returns the batch's `Detections` (boxes in canvas pixels, 28 x 28 mask probabilities)."""
+        return self.model.apply(variables, batch["image"], train=False)
+
+    def eval_step(self, variables, batch):
+        """Returns the batch's detections and image ids, sizes and scales (kept, not summed)."""
+        detections = self.predict(variables, batch)
+        return {
+            "boxes": detections.boxes,
+            "scores": detections.scores,
+            "classes": detections.classes,
+            "masks": detections.masks,
+            "valid": detections.valid & batch["image_valid"][:, None],
+            "image_id": batch["image_id"],
+            "scale": batch["scale"],
+            "original_size": batch["original_size"],
+            "image_valid": batch["image_valid"],
+        }
+
+    def reduce_eval(self, outputs):
+        """Returns the COCO results (list of dicts) of every valid image's detections."""
+        results = []
+        for out in outputs:
+            for i in np.flatnonzero(out["image_valid"]):
+                keep = np.flatnonzero(out["valid"][i])
+                boxes = out["boxes"][i, keep] / float(out["scale"][i])  # original pixels
+                masks = paste_masks_original(
+                    out["masks"][i, keep], boxes, tuple(out["original_size"][i])
+                )
+                results += detections_to_coco(
+                    int(out["image_id"][i]),
+                    boxes,
+                    out["scores"][i, keep],
+                    out["classes"][i, keep],
+                    masks,
+                    category_ids=self.category_ids,
+                )
+        return results
+
+    def ground_truth(self) -> dict[str, Any]:
+        """Returns (and caches) the evaluation split's ground truth as a COCO dataset dict."""
+        if self._ground_truth is None:
+            dataset = self.config.dataset
+            entry, builder = catalog.load_builder(dataset.name, **self._dataset_kwargs())
+            source = builder.as_data_source(split=dataset.eval_split)
+            adapter = entry.adapters[catalog.INSTANCE]
+            records = (adapter(i, source[i]) for i in range(len(source)))
+            self._ground_truth = coco_ground_truth(
+                records,
+                num_classes=self.num_classes,
+                category_ids=self.category_ids,
+                class_names=self.class_names,
+            )
+        return self._ground_truth
+
+    def eval_metrics(self, totals):
+        return coco_evaluate(self.ground_truth(), totals)
+
+    def write_pictures(self, batch, predictions, directory, *, start):
+        paths = []
+        os.makedirs(directory, exist_ok=True)
+        canvas = tuple(np.shape(batch["image"])[1:3])
+        for i in np.flatnonzero(np.asarray(batch["image_valid"])):
+            height, width = np.round(
+                np.asarray(batch["original_size"][i]) * float(batch["scale"][i])
+            ).astype(int)
+            image = data.denormalize(np.asarray(batch["image"][i])[:height, :width])
+            gt_valid = np.asarray(batch["valid"][i])
+            gt_boxes = np.asarray(batch["boxes"][i])[gt_valid]
+            # paste_masks_in_image fills x2 - x1 + 1 pixels (torchvision's inclusive
+            # corner); a ground-truth box's x2, y2 are pixel edges, so one less.
+            gt_masks = np.asarray(
+                ops.paste_masks_in_image(
+                    np.asarray(batch["masks"][i])[gt_valid].astype(np.float32),
+                    gt_boxes - np.array([0, 0, 1, 1], np.float32),
+                    canvas,
+                    padding=0,
+                )
+                >= 0.5
+            )[:, :height, :width]
+            keep = np.asarray(predictions.valid[i]) & (
+                np.asarray(predictions.scores[i]) >= _PICTURE_SCORE
+            )
+            boxes = np.asarray(predictions.boxes[i])[keep]
+            masks = paste_masks_original(np.asarray(predictions.masks[i])[keep], boxes, canvas)
+            panel = instance_panel(
+                image,
+                (gt_boxes, np.asarray(batch["classes"][i])[gt_valid], gt_masks),
+                (
+                    boxes,
+                    np.asarray(predictions.classes[i])[keep],
+                    np.asarray(predictions.scores[i])[keep],
+                    masks[:, :height, :width],
+                ),
+                self.class_names,
+                scale=max(1, _PANEL_SIDE // max(height, width)),
+            )
+            image_id = int(batch["image_id"][i])
+            path = os.path.join(directory, f"{start + len(paths):03d}_image{image_id}.png")
+            panel.save(path)
+            paths.append(path)
+        return paths
+
+    def write_image_predictions(self, variables, images, directory, *, preprocessing=None):
+        """Writes detections (masks, boxes, names, scores) per image and `predictions.json`."""
+        return instance_image_predictions(
+            lambda v, x: self.predict(v, {"image": x}),
+            variables,
+            images,
+            ("background", *self.class_names),
+            directory,
+            preprocessing=preprocessing,
+            min_size=self.min_image_size,
+        )
+
+    def format_metrics(self, metrics):
+        lines = [f"{'':<5}" + "".join(f"{name:>8}" for name in METRIC_NAMES)]
+        for iou_type in IOU_TYPES:
+            values = [metrics.get(f"{iou_type}_{name}", float("nan")) for name in METRIC_NAMES]
+            cells = "".join(f"{v:8.4f}" if np.isfinite(v) else f"{'n/a':>8}" for v in values)
+            lines.append(f"{iou_type:<5}{cells}")
+        return "\n".join(lines)
