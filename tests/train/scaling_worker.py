@@ -225,10 +225,12 @@ def shrink_config(path: str, data_dir: str):
     config = module.get_config()
     if config.model.name.startswith("mask_rcnn"):
         for key, value in MASK_RCNN_TINY.items():
-            if key != "num_classes":
+            # The class count comes from the data, the depth from the model's name.
+            if key not in ("num_classes", "depth"):
                 config.model[key] = value
     else:
         config.model.width = 0.03125
+    config.dataset.config = "small"  # the data the test's fixture built
     config.dataset.data_dir = data_dir
     config.compilation_cache_dir = ""
     config.eval.num_pictures = 0
