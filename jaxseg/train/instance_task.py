@@ -67,17 +67,6 @@ class InstanceSegmentationTask(Task):
         )
         self._ground_truth: dict[str, Any] | None = None
 
-    def _dataset_kwargs(self) -> dict[str, Any]:
-        dataset = self.config.dataset
-        kwargs = {}
-        if dataset.config:
-            kwargs["config"] = dataset.config
-        if dataset.data_dir:
-            kwargs["data_dir"] = os.path.expanduser(dataset.data_dir)
-        if dataset.manual_dir:
-            kwargs["manual_dir"] = os.path.expanduser(dataset.manual_dir)
-        return kwargs
-
     def _loader_kwargs(self) -> dict[str, Any]:
         dataset = self.config.dataset
         kwargs = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -50,17 +49,6 @@ class SemanticSegmentationTask(Task):
         self.model = build_model(
             config.model.name, dtype=_DTYPES.get(config.dtype, jnp.float32), **settings
         )
-
-    def _dataset_kwargs(self) -> dict[str, Any]:
-        dataset = self.config.dataset
-        kwargs = {}
-        if dataset.config:
-            kwargs["config"] = dataset.config
-        if dataset.data_dir:
-            kwargs["data_dir"] = os.path.expanduser(dataset.data_dir)
-        if dataset.manual_dir:
-            kwargs["manual_dir"] = os.path.expanduser(dataset.manual_dir)
-        return kwargs
 
     def check(self) -> None:
         if self.model.num_classes != self.num_classes:

@@ -10,6 +10,7 @@ maps each model name to its task, so an instance segmentation task plugs in besi
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,6 +39,18 @@ class Task(abc.ABC):
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
+
+    def _dataset_kwargs(self) -> dict[str, Any]:
+        """Returns the TFDS builder settings of `config.dataset` (config, data and manual dirs)."""
+        dataset = self.config.dataset
+        kwargs = {}
+        if dataset.config:
+            kwargs["config"] = dataset.config
+        if dataset.data_dir:
+            kwargs["data_dir"] = os.path.expanduser(dataset.data_dir)
+        if dataset.manual_dir:
+            kwargs["manual_dir"] = os.path.expanduser(dataset.manual_dir)
+        return kwargs
 
     @abc.abstractmethod
     def check(self) -> None:
