@@ -40,6 +40,7 @@ METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 """The first six of `COCOeval.stats`, in order; metrics are named `<iou type>_<name>`."""
 
 _BUCKET = 64  # pasting canvases are rounded up to this, so few image sizes compile
+_MIN_DETECTIONS = 8  # and detection counts to a power of two, at least this
 
 
 def _rle(masks: np.ndarray) -> list[dict[str, Any]]:
@@ -123,14 +124,20 @@ def paste_masks_original(
       image_size: (H, W) of the image.
 
     torchvision's `paste_masks_in_image` and threshold 0.5. The canvas is rounded up to a
-    multiple of 64 and cropped, so that images of many sizes share few compilations.
+    multiple of 64 and cropped, and the detections are padded to a power of two (at least 8),
+    so that images of many sizes and detection counts share few compilations.
     """
     height, width = int(image_size[0]), int(image_size[1])
-    if len(masks) == 0:
+    count = len(masks)
+    if count == 0:
         return np.zeros((0, height, width), bool)
     canvas = (-(-height // _BUCKET) * _BUCKET, -(-width // _BUCKET) * _BUCKET)
-    pasted = _paste(np.asarray(masks, np.float32), np.asarray(boxes, np.float32), canvas=canvas)
-    return np.asarray(pasted)[:, :height, :width]
+    padded = max(_MIN_DETECTIONS, 1 << (count - 1).bit_length())
+    padding = ((0, padded - count), (0, 0), (0, 0))
+    masks = np.pad(np.asarray(masks, np.float32), padding)
+    boxes = np.pad(np.asarray(boxes, np.float32), padding[:2])
+    pasted = _paste(masks, boxes, canvas=canvas)
+    return np.asarray(pasted)[:count, :height, :width]
 
 
 def detections_to_coco(

@@ -122,7 +122,8 @@ def _restore_variables(task, config: ml_collections.ConfigDict, workdir: str, me
                 f"config.eval.checkpoint = {step}: no such step in {directory} {steps}"
             )
         setup_compilation_cache(config.compilation_cache_dir)
-        optimizer = make_optimizer(config.optimizer, int(config.num_train_steps))
+        num_steps = int(config.num_train_steps)
+        optimizer = make_optimizer(config.optimizer, num_steps, task.trainable)
         abstract_state = abstract_train_state(task, optimizer, config, mesh)
         # Only the variables: evaluation needs no optimiser state, and a converted
         # checkpoint (python -m jaxseg.convert) has none.

@@ -23,7 +23,7 @@ from jaxseg.evaluation.coco import (
 )
 from jaxseg.evaluation.images import instance_image_predictions
 from jaxseg.evaluation.instance_pictures import instance_panel
-from jaxseg.models import build_model
+from jaxseg.models import build_model, mask_rcnn_trainable_mask
 from jaxseg.train.config import model_settings
 from jaxseg.train.task import Task
 
@@ -154,6 +154,14 @@ class InstanceSegmentationTask(Task):
             _, losses = self.model.apply(variables, batch["image"], gt, train=True, rngs=rngs)
         metrics = {f"loss_{name}": losses[name] for name in LOSS_NAMES}
         return total_loss(losses), (metrics, model_state)
+
+    def trainable(self, params):
+        """Returns bools like `params`: False on the backbone's frozen stages and norms."""
+        return mask_rcnn_trainable_mask(
+            params,
+            backbone_norm=self.model.backbone_norm,
+            frozen_stages=self.model.frozen_stages,
+        )
 
     def predict(self, variables, batch):
         """Returns the batch's `Detections` (boxes in canvas pixels, 28 x 28 mask probabilities)."""

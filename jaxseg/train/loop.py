@@ -127,7 +127,7 @@ def train_and_evaluate(
         config.eval.batch_size, what="eval.batch_size"
     )
     num_steps = int(config.num_train_steps)
-    optimizer = make_optimizer(config.optimizer, num_steps)
+    optimizer = make_optimizer(config.optimizer, num_steps, task.trainable)
     schedule = make_schedule(config.optimizer, num_steps)
     abstract_state = abstract_train_state(task, optimizer, config, mesh)
     shardings = sharding.step_shardings(abstract_state, mesh, mode=config.sharding.params)

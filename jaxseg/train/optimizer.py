@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -55,7 +56,9 @@ def _decay_mask(params: Any) -> Any:
 
 
 def make_optimizer(
-    config: ml_collections.ConfigDict, num_train_steps: int
+    config: ml_collections.ConfigDict,
+    num_train_steps: int,
+    trainable: Callable[[Any], Any] | None = None,
 ) -> optax.GradientTransformation:
     """Returns the optimiser of `config.optimizer` with its schedule and weight decay.
 
@@ -63,14 +66,31 @@ def make_optimizer(
     gradient (L2, as Caffe and torch's SGD); 'adamw' decays decoupled from the gradient.
     Weight decay leaves biases and normalisation parameters alone. `grad_clip_norm` > 0
     clips the global gradient norm first.
+
+    Args:
+      config: `config.optimizer`.
+      num_train_steps: the schedule's length.
+      trainable: a function of the params that returns bools like them, False on frozen
+        parameters (`Task.trainable`); those are never updated, weight decay included, as
+        torch leaves parameters with `requires_grad=False` out of its optimiser. None:
+        everything trains.
     """
     schedule = make_schedule(config, num_train_steps)
     decay = float(config.weight_decay)
+    if trainable is None:
+        decay_mask = _decay_mask
+    else:
+
+        def decay_mask(params):
+            return jax.tree_util.tree_map(
+                lambda kernel, train: kernel and bool(train), _decay_mask(params), trainable(params)
+            )
+
     parts = []
     if config.grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(float(config.grad_clip_norm)))
     if config.name in ("sgd", "adam") and decay > 0:
-        parts.append(optax.masked(optax.add_decayed_weights(decay), _decay_mask))
+        parts.append(optax.masked(optax.add_decayed_weights(decay), decay_mask))
     if config.name == "sgd":
         momentum = float(config.momentum) or None
         parts.append(optax.sgd(schedule, momentum=momentum, nesterov=bool(config.nesterov)))
@@ -78,8 +98,14 @@ def make_optimizer(
         parts.append(optax.adam(schedule, b1=float(config.momentum)))
     elif config.name == "adamw":
         parts.append(
-            optax.adamw(schedule, b1=float(config.momentum), weight_decay=decay, mask=_decay_mask)
+            optax.adamw(schedule, b1=float(config.momentum), weight_decay=decay, mask=decay_mask)
         )
     else:
         raise ValueError(f"unknown optimizer {config.name!r}")
+    if trainable is not None:
+
+        def frozen(params):
+            return jax.tree_util.tree_map(lambda train: not train, trainable(params))
+
+        parts.append(optax.masked(optax.set_to_zero(), frozen))
     return optax.chain(*parts)

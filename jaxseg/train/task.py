@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grain
@@ -30,12 +30,15 @@ class Task(abc.ABC):
       best_metric: the evaluation metric that ranks checkpoints (higher is better).
       train_keys, eval_keys: the batch entries sent to the device in training / evaluation.
       min_image_size: smallest input height and width the model accepts.
+      trainable: None when every parameter trains; otherwise a method that returns bools
+        like the params, False on frozen ones (the optimiser leaves those alone).
     """
 
     best_metric: str
     train_keys: tuple[str, ...]
     eval_keys: tuple[str, ...]
     min_image_size: int
+    trainable: Callable[[Any], Any] | None = None
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config

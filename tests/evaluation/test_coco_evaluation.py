@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 
+from jaxseg import ops
+from jaxseg.evaluation import coco
 from jaxseg.evaluation.coco import (
     coco_evaluate,
     coco_ground_truth,
@@ -108,3 +110,16 @@ def test_category_ids_map_classes():
     assert results[0]["category_id"] == 18 and "segmentation" not in results[0]
     metrics = coco_evaluate(gt, results, iou_types=("bbox",))
     assert set(metrics) == {f"bbox_{n}" for n in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+
+
+def test_paste_masks_original_compiles_once_for_similar_images():
+    rng = np.random.default_rng(0)
+    coco._paste.clear_cache()
+    for count, size in [(1, (70, 50)), (5, (100, 64)), (8, (128, 60)), (3, (65, 33))]:
+        masks = rng.uniform(size=(count, 28, 28)).astype(np.float32)
+        boxes = np.tile(np.array([[3, 4, 30, 40]], np.float32), (count, 1))
+        pasted = paste_masks_original(masks, boxes, size)
+        assert pasted.shape == (count, *size)
+        expected = np.asarray(ops.paste_masks_in_image(masks, boxes, size)) >= 0.5
+        np.testing.assert_array_equal(pasted, expected)
+    assert coco._paste._cache_size() == 1  # 8 detections on a 128 x 64 canvas

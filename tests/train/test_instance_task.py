@@ -10,6 +10,7 @@ import optax
 
 from jaxseg.data import IMAGENET_MEAN, IMAGENET_STD
 from jaxseg.detection import LOSS_NAMES
+from jaxseg.train import make_optimizer
 from jaxseg.train.instance_task import InstanceSegmentationTask
 from jaxseg.train.tasks import make_task
 
@@ -111,3 +112,20 @@ def test_a_few_steps_reduce_every_loss_and_inference_has_fixed_shapes():
     for r in results:
         assert set(r) == {"image_id", "category_id", "bbox", "score", "segmentation"}
         assert r["segmentation"]["size"] == [SIZE, SIZE]
+
+
+def test_sgd_weight_decay_leaves_the_frozen_backbone_alone():
+    config = _tiny_config()
+    config.model.backbone_norm = "frozen"
+    config.model.frozen_stages = 2
+    config.optimizer.update(name="sgd", weight_decay=0.1, learning_rate=0.1, warmup_steps=0)
+    task = make_task(config)
+    params = task.init_variables(jax.random.PRNGKey(0), _batch())["params"]
+    optimizer = make_optimizer(config.optimizer, 10, task.trainable)
+    grads = jax.tree_util.tree_map(jnp.zeros_like, params)
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    backbone = updates["backbone"]
+    frozen = [backbone["conv1"], backbone["bn1"], backbone["layer1_0"], backbone["layer2_0"]["bn1"]]
+    assert all(not np.any(u) for u in jax.tree_util.tree_leaves(frozen))
+    trained = [backbone["layer2_0"]["conv1"]["kernel"], updates["fpn"], updates["roi_heads"]]
+    assert all(np.any(u) for u in jax.tree_util.tree_leaves(trained) if u.ndim > 1)

@@ -44,3 +44,22 @@ def test_weight_decay_on_kernels_only(name):
     updates, _ = optimizer.update(zero_grads, optimizer.init(params), params)
     assert np.all(np.asarray(updates["conv"]["kernel"]) < 0)
     np.testing.assert_array_equal(updates["conv"]["bias"], 0)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_frozen_parameters_get_no_update_not_even_weight_decay(name):
+    config = _optimizer_config(
+        name=name, learning_rate=0.1, weight_decay=0.5, schedule="constant", momentum=0.9
+    )
+    params = {"frozen": {"kernel": jnp.ones((3, 3))}, "train": {"kernel": jnp.ones((3, 3))}}
+
+    def trainable(tree):
+        return {"frozen": {"kernel": False}, "train": {"kernel": True}}
+
+    optimizer = make_optimizer(config, 10, trainable)
+    grads = {"frozen": {"kernel": jnp.full((3, 3), 2.0)}, "train": {"kernel": jnp.zeros((3, 3))}}
+    state = optimizer.init(params)
+    for _ in range(2):
+        updates, state = optimizer.update(grads, state, params)
+        np.testing.assert_array_equal(updates["frozen"]["kernel"], 0)
+        assert np.all(np.asarray(updates["train"]["kernel"]) < 0)  # weight decay still acts
