@@ -2,18 +2,22 @@
 
     JAX_PLATFORMS=cpu PYTHONPATH=. python benchmarks/mask_rcnn.py [--steps 3] [--size 512]
 
-Batch 2 at size x size, five ground-truth objects per image, 91 classes (torchvision's
-COCO head), torchvision's defaults otherwise (jaxseg with `aligned=False`, fixed counts:
-2000 proposals, 512 RoIs, 128 mask RoIs per image; torchvision with min_size = max_size =
-size so both see the same pixels). Each framework runs in its own process, so peak memory
-is that process's maximum resident set. Train step: forward, backward and an SGD update
-(momentum 0.9, lr 1e-3); inference: batch 2, eval mode. Default: torchvision's
-`maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)`, which trains every stage with
-BatchNorm, against jaxseg with `backbone_norm='batch', frozen_stages=0`. `--frozen`: both
-with frozen BatchNorm and stem + layer1 frozen (the fine-tuning set-up, jaxseg's default;
-torchvision built as `maskrcnn_resnet50_fpn` builds it from ImageNet weights). With random
-weights and no normalisation the frozen set-up diverges (NaN losses), which makes its timings
-meaningless (NaN boxes leave nothing to NMS or to the mask head).
+Batch 2 at size x size, five ground-truth objects per image, 91 classes (torchvision's COCO
+head), torchvision's defaults otherwise (jaxseg with `aligned=False`, fixed counts: 2000
+proposals, 512 RoIs, 128 mask RoIs per image; torchvision with min_size = max_size = size so
+both see the same pixels). The mask head's RoI count differs in kind: jaxseg's is fixed
+(`--mask-rois`, 128 per image = 512 sampled x 25%: every positive torchvision could use),
+torchvision's is the number of sampled positives, which depends on the data and on how far the
+RPN has learnt (few with random weights); the table prints both, and `--mask-rois N` runs
+jaxseg with torchvision's count for a like-for-like figure. Each framework runs in its own
+process, so peak memory is that process's maximum resident set. Train step: forward, backward
+and an SGD update (momentum 0.9, lr 1e-3); inference: batch 2, eval mode. Default:
+torchvision's `maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)`, which trains every
+stage with BatchNorm, against jaxseg with `backbone_norm='batch', frozen_stages=0`.
+`--frozen`: both with frozen BatchNorm and stem + layer1 frozen (the fine-tuning set-up,
+jaxseg's default; torchvision built as `maskrcnn_resnet50_fpn` builds it from ImageNet
+weights). With random weights and no normalisation the frozen set-up diverges (NaN losses),
+which makes its timings meaningless (NaN boxes leave nothing to NMS or to the mask head).
 """
 
 from __future__ import annotations
@@ -177,6 +181,16 @@ def run_torch(size: int, steps: int, frozen: bool = False) -> dict:
     optimizer = torch.optim.SGD(
         [p for p in model.parameters() if p.requires_grad], lr=LR, momentum=0.9
     )
+    # The mask head runs on the sampled positives, a data-dependent count: record it.
+    positives = []
+    select = model.roi_heads.select_training_samples
+
+    def counting_select(proposals, targets):
+        out = select(proposals, targets)
+        positives.extend(int((labels > 0).sum()) for labels in out[2])
+        return out
+
+    model.roi_heads.select_training_samples = counting_select
     model.train()
     times = []
     for _ in range(steps + 1):
@@ -201,6 +215,7 @@ def run_torch(size: int, steps: int, frozen: bool = False) -> dict:
         "infer_s": float(np.median(infer_times)),
         "peak_mb": _peak_mb(),
         "threads": torch.get_num_threads(),
+        "mask_rois_per_image": float(np.mean(positives)),
         "loss": float(loss),
     }
 
@@ -237,6 +252,9 @@ def main() -> None:
                 str(args.steps),
                 "--size",
                 str(args.size),
+                "--mask-rois",
+                str(args.mask_rois),
+                *(["--frozen"] if args.frozen else []),
             ],
             check=True,
             capture_output=True,
@@ -257,6 +275,8 @@ def main() -> None:
     ]
     for name, a, b in rows:
         print(f"{name:24s}{a:12.2f}{b:14.2f}{a / b:8.2f}")
+    mask_rois = t["mask_rois_per_image"]
+    print(f"{'mask RoIs per image':24s}{args.mask_rois:12d}{mask_rois:14.1f}")
     print(f"{'compile train (s)':24s}{j['compile_s']:12.1f}{'-':>14s}")
     print(f"{'compile inference (s)':24s}{j['infer_compile_s']:12.1f}{'-':>14s}")
     print(f"torchvision first step {t['first_step_s']:.2f} s, {t['threads']} threads")
