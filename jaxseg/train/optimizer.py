@@ -77,20 +77,11 @@ def make_optimizer(
     """
     schedule = make_schedule(config, num_train_steps)
     decay = float(config.weight_decay)
-    if trainable is None:
-        decay_mask = _decay_mask
-    else:
-
-        def decay_mask(params):
-            return jax.tree_util.tree_map(
-                lambda kernel, train: kernel and bool(train), _decay_mask(params), trainable(params)
-            )
-
     parts = []
     if config.grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(float(config.grad_clip_norm)))
     if config.name in ("sgd", "adam") and decay > 0:
-        parts.append(optax.masked(optax.add_decayed_weights(decay), decay_mask))
+        parts.append(optax.masked(optax.add_decayed_weights(decay), _decay_mask))
     if config.name == "sgd":
         momentum = float(config.momentum) or None
         parts.append(optax.sgd(schedule, momentum=momentum, nesterov=bool(config.nesterov)))
@@ -98,11 +89,11 @@ def make_optimizer(
         parts.append(optax.adam(schedule, b1=float(config.momentum)))
     elif config.name == "adamw":
         parts.append(
-            optax.adamw(schedule, b1=float(config.momentum), weight_decay=decay, mask=decay_mask)
+            optax.adamw(schedule, b1=float(config.momentum), weight_decay=decay, mask=_decay_mask)
         )
     else:
         raise ValueError(f"unknown optimizer {config.name!r}")
-    if trainable is not None:
+    if trainable is not None:  # last, so that nothing before it (weight decay) moves them
 
         def frozen(params):
             return jax.tree_util.tree_map(lambda train: not train, trainable(params))
