@@ -21,6 +21,7 @@ def test_train_then_eval(tmp_path):
         f"--config.dataset.data_dir={tmp_path / 'tfds'}",
         "--config.batch_size=4",
         "--config.num_train_steps=8",
+        "--config.optimizer.warmup_steps=0",  # the config's 20 is longer than this run
         "--config.log_every_steps=4",
         "--config.eval_every_steps=4",
         "--config.checkpoint_every_steps=4",

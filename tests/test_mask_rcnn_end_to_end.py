@@ -26,6 +26,7 @@ def test_mask_rcnn_train_then_eval(tmp_path):
         "--config.dataset.mask_size=28",
         "--config.batch_size=2",
         "--config.num_train_steps=4",
+        "--config.optimizer.warmup_steps=0",  # the config's 50 is longer than this run
         "--config.log_every_steps=2",
         "--config.eval_every_steps=4",
         "--config.checkpoint_every_steps=2",

@@ -109,7 +109,7 @@ def _restore_variables(task, config: ml_collections.ConfigDict, workdir: str, me
         raise ValueError(
             f"no checkpoints in {directory}: train first (train.py --workdir {workdir})"
         )
-    checkpointer = Checkpointer(directory, create=False, best_metric=config.eval.best_metric)
+    checkpointer = Checkpointer(directory, create=False, best_metric=task.best_metric)
     try:
         steps = checkpointer.all_steps()
         if not steps:

@@ -7,6 +7,7 @@ that name fixes; the remaining attributes come from the config.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Any
 
 import flax.linen as nn
@@ -72,8 +73,15 @@ def build_model(name: str, **settings: Any) -> nn.Module:
     accepted = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"} - set(fixed)
     unknown = sorted(set(settings) - accepted)
     if unknown:
+        hints = [
+            f"{key} -> {close[0]}?"
+            for key in unknown
+            if (close := difflib.get_close_matches(key, sorted(accepted), n=1))
+        ]
         raise ValueError(
-            f"model {name!r} does not take {unknown}; it takes {sorted(accepted)}"
+            f"model {name!r} does not take {unknown}"
+            + (f" (did you mean: {', '.join(hints)})" if hints else "")
+            + f"; it takes {sorted(accepted)}"
             + (f" ({sorted(fixed)} are fixed by the name)" if fixed else "")
         )
     return cls(**fixed, **settings)

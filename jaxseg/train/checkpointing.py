@@ -12,6 +12,11 @@ folder (the leftover temporary folder is removed on the next start). `restore_la
 also refuses a step folder that lacks its commit markers or metadata, or whose arrays
 cannot be read (truncated files) or hold NaN or Inf: it logs why, moves the folder to
 `<checkpoints>.corrupt/` and uses the previous step.
+
+A save that fails in the background (a full disk, a lost mount) is reported by
+`check_for_errors`, which the loop calls after every step: training stops at once with
+one `CheckpointSaveError` naming the folder and the cause, and the checkpoints already
+there stay usable (the failed step never gets its final name).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from jaxseg.train.nonfinite import NonFiniteError, tree_is_finite
 
 __all__ = [
     "CheckpointMismatchError",
+    "CheckpointSaveError",
     "Checkpointer",
     "CorruptCheckpointError",
     "check_compatible",
@@ -48,6 +54,25 @@ class CheckpointMismatchError(ValueError):
 
 class CorruptCheckpointError(RuntimeError):
     """Raised when a checkpoint is incomplete or unreadable."""
+
+
+class CheckpointSaveError(RuntimeError):
+    """Raised when writing a checkpoint failed (e.g. no space left on the device)."""
+
+
+def _root_cause(error: BaseException) -> str:
+    """Returns the most specific line of an error chain (the OS's words where there are some)."""
+    chain, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    lines = [str(e).strip().splitlines()[0] for e in chain if str(e).strip()]
+    for line in lines:
+        for words in ("No space left on device", "Disk quota exceeded", "Read-only file system"):
+            if words in line:
+                return words
+    return (lines[-1] if lines else type(chain[-1]).__name__)[:500]
 
 
 def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
@@ -136,6 +161,7 @@ class Checkpointer:
             directory, handler_registry=_handler_registry(), options=options
         )
         self.read_only = not create
+        self._saving: int | None = None
 
     def _metric(self, metrics: dict[str, Any]) -> float:
         value = float(metrics[self.best_metric])
@@ -178,9 +204,37 @@ class Checkpointer:
         scalar_metrics = None
         if metrics is not None:
             scalar_metrics = {k: float(v) for k, v in metrics.items() if np.isscalar(v)}
-        self.manager.save(
-            step, args=ocp.args.Composite(**items), metrics=scalar_metrics, force=True
+        try:  # one save at a time (as orbax does), so a failure names its own step
+            self.manager.wait_until_finished()
+            self.manager.check_for_errors()
+        except Exception as e:
+            raise self._save_error(e) from None
+        self._saving = step
+        try:
+            self.manager.save(
+                step, args=ocp.args.Composite(**items), metrics=scalar_metrics, force=True
+            )
+        except Exception as e:  # the synchronous part of the save failed
+            raise self._save_error(e) from None
+
+    def _save_error(self, error: BaseException) -> CheckpointSaveError:
+        # From the folder, not the manager: orbax may already have dropped a step that the
+        # failed save was about to replace.
+        names = os.listdir(self.directory) if os.path.isdir(self.directory) else []
+        latest = sorted(int(n) for n in names if n.isdigit() and int(n) != self._saving)
+        kept = f"latest complete: step {latest[-1]}" if latest else "none complete yet"
+        return CheckpointSaveError(
+            f"saving checkpoint {self._saving} in {self.directory} failed: "
+            f"{_root_cause(error)}. The checkpoints already there are intact ({kept}); "
+            "make room (or point --workdir elsewhere) and run again to resume."
         )
+
+    def check_for_errors(self) -> None:
+        """Raises CheckpointSaveError if a background save has failed (cheap: no waiting)."""
+        try:
+            self.manager.check_for_errors()
+        except Exception as e:
+            raise self._save_error(e) from None
 
     def check(self, step: int, abstract_state: Any, *, subtree: str = "") -> None:
         """Raises ValueError if the state saved at `step` does not fit `abstract_state`.
@@ -345,10 +399,23 @@ class Checkpointer:
         return jax.tree_util.tree_map(np.asarray, restored["state"])
 
     def wait(self) -> None:
-        """Blocks until pending asynchronous saves are written."""
-        self.manager.wait_until_finished()
+        """Blocks until pending asynchronous saves are written.
+
+        Raises:
+          CheckpointSaveError: a save failed.
+        """
+        try:
+            self.manager.wait_until_finished()
+            self.manager.check_for_errors()
+        except Exception as e:
+            raise self._save_error(e) from None
 
     def close(self) -> None:
-        """Waits for pending saves and releases the manager."""
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Waits for pending saves and releases the manager (raising if a save failed)."""
+        try:
+            self.wait()
+        finally:
+            try:
+                self.manager.close()
+            except Exception as e:  # the failure was already reported by wait()
+                logging.debug("closing %s: %s", self.directory, e)

@@ -23,7 +23,7 @@ from typing import Any
 
 import ml_collections
 
-__all__ = ["base_config", "check_config", "check_workdir", "model_settings"]
+__all__ = ["ConfigError", "base_config", "check_config", "check_workdir", "model_settings"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "poly", "step", "cosine")
@@ -31,6 +31,14 @@ DTYPES = ("float32", "bfloat16")
 LOSS_REDUCTIONS = ("mean", "sum")
 PARAM_SHARDINGS = ("replicated", "fsdp")
 INITIALIZE_MODES = ("auto", "yes", "no")
+
+
+class ConfigError(ValueError):
+    """A config, workdir or checkpoint that cannot be trained or evaluated as given.
+
+    Raised before anything compiles; `train.py` and `eval.py` print its message alone (one
+    line, no traceback).
+    """
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -105,8 +113,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 16
     config.eval.checkpoint = -1  # eval.py: -1 the best, else that step
-    config.eval.num_pictures = 6
-    config.eval.best_metric = "mean_iou"
+    config.eval.num_pictures = 6  # eval.py's picture files
+    config.eval.summary_pictures = 3  # pictures in TensorBoard at each evaluation (0: none)
+    config.eval.best_metric = ""  # ranks checkpoints; "" = the task's (mean_iou, segm_AP)
     return config
 
 
@@ -133,8 +142,21 @@ def _unknown_keys(config: Any, reference: Any, prefix: str) -> list[str]:
     return unknown
 
 
+def _refuse(key: str, value: Any, requirement: str) -> None:
+    raise ConfigError(f"config.{key} must be {requirement}, got {value!r}")
+
+
+def _check_choice(config: ml_collections.ConfigDict, key: str, choices: tuple[str, ...]) -> None:
+    group, _, name = key.rpartition(".")
+    value = (config[group] if group else config)[name]
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"config.{key} must be one of {choices}, got {value!r}{hint}")
+
+
 def check_config(config: ml_collections.ConfigDict, *, min_image_size: int = 1) -> None:
-    """Raises ValueError for unknown keys or out-of-range values of a training config.
+    """Raises ConfigError (a ValueError) for unknown keys or impossible values of a config.
 
     Args:
       config: the config to check.
@@ -142,49 +164,94 @@ def check_config(config: ml_collections.ConfigDict, *, min_image_size: int = 1) 
     """
     unknown = _unknown_keys(config, base_config(), "")
     if unknown:
-        raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
     if "name" not in config.model:
-        raise ValueError("config.model.name is missing")
-    for key in ("batch_size", "num_train_steps", "log_every_steps", "eval_every_steps"):
+        raise ConfigError("config.model.name is missing")
+    for key in (
+        "batch_size",
+        "num_train_steps",
+        "log_every_steps",
+        "eval_every_steps",
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+        "max_consecutive_nonfinite",
+    ):
         if int(config[key]) < 1:
-            raise ValueError(f"config.{key} must be >= 1, got {config[key]}")
-    for key in ("checkpoint_every_steps", "keep_checkpoints", "max_consecutive_nonfinite"):
-        if int(config[key]) < 1:
-            raise ValueError(f"config.{key} must be >= 1, got {config[key]}")
-    if config.sharding.params not in PARAM_SHARDINGS:
-        raise ValueError(
-            f"config.sharding.params must be one of {PARAM_SHARDINGS}, got "
-            f"{config.sharding.params!r}"
+            _refuse(key, config[key], ">= 1")
+    _check_choice(config, "sharding.params", PARAM_SHARDINGS)
+    _check_choice(config, "distributed.initialize", INITIALIZE_MODES)
+    _check_choice(config, "dtype", DTYPES)
+    _check_choice(config, "optimizer.name", OPTIMIZERS)
+    _check_choice(config, "optimizer.schedule", SCHEDULES)
+    _check_choice(config, "loss.reduction", LOSS_REDUCTIONS)
+    _check_optimizer(config.optimizer, int(config.num_train_steps))
+    _check_dataset(config.dataset, min_image_size, config.model.name)
+    if float(config.loss.aux_weight) < 0:
+        _refuse("loss.aux_weight", config.loss.aux_weight, ">= 0")
+    if int(config.eval.batch_size) < 1:
+        _refuse("eval.batch_size", config.eval.batch_size, ">= 1")
+    for key in ("num_pictures", "summary_pictures"):
+        if int(config.eval[key]) < 0:
+            _refuse(f"eval.{key}", config.eval[key], ">= 0")
+    if int(config.eval.checkpoint) < -1:
+        _refuse("eval.checkpoint", config.eval.checkpoint, "a step, or -1 for the best")
+
+
+def _check_optimizer(optimizer: ml_collections.ConfigDict, num_steps: int) -> None:
+    """Refuses optimiser settings no run can use (a warm-up longer than training, ...)."""
+    if not float(optimizer.learning_rate) > 0:
+        _refuse("optimizer.learning_rate", optimizer.learning_rate, "> 0")
+    if not 0 <= float(optimizer.momentum) < 1:
+        _refuse("optimizer.momentum", optimizer.momentum, "in [0, 1)")
+    if float(optimizer.weight_decay) < 0:
+        _refuse("optimizer.weight_decay", optimizer.weight_decay, ">= 0")
+    if float(optimizer.grad_clip_norm) < 0:
+        _refuse("optimizer.grad_clip_norm", optimizer.grad_clip_norm, ">= 0 (0: no clipping)")
+    warmup = int(optimizer.warmup_steps)
+    if not 0 <= warmup <= num_steps:
+        _refuse("optimizer.warmup_steps", warmup, f">= 0 and at most num_train_steps ({num_steps})")
+    if not float(optimizer.poly_power) > 0:
+        _refuse("optimizer.poly_power", optimizer.poly_power, "> 0")
+    if not 0 < float(optimizer.decay_factor) <= 1:
+        _refuse("optimizer.decay_factor", optimizer.decay_factor, "in (0, 1]")
+    boundaries = [float(b) for b in optimizer.decay_boundaries]
+    if any(not 0 < b < 1 for b in boundaries) or boundaries != sorted(boundaries):
+        _refuse(
+            "optimizer.decay_boundaries",
+            tuple(optimizer.decay_boundaries),
+            "increasing fractions of training in (0, 1)",
         )
-    if config.distributed.initialize not in INITIALIZE_MODES:
-        raise ValueError(
-            f"config.distributed.initialize must be one of {INITIALIZE_MODES}, got "
-            f"{config.distributed.initialize!r}"
-        )
-    if config.dtype not in DTYPES:
-        raise ValueError(f"config.dtype must be one of {DTYPES}, got {config.dtype!r}")
-    if config.optimizer.name not in OPTIMIZERS:
-        raise ValueError(
-            f"config.optimizer.name must be one of {OPTIMIZERS}, got {config.optimizer.name!r}"
-        )
-    if config.optimizer.schedule not in SCHEDULES:
-        raise ValueError(
-            f"config.optimizer.schedule must be one of {SCHEDULES}, got "
-            f"{config.optimizer.schedule!r}"
-        )
-    if config.loss.reduction not in LOSS_REDUCTIONS:
-        raise ValueError(
-            f"config.loss.reduction must be one of {LOSS_REDUCTIONS}, got {config.loss.reduction!r}"
-        )
+
+
+def _check_dataset(dataset: ml_collections.ConfigDict, min_image_size: int, model: str) -> None:
     for key in ("image_size", "eval_image_size"):
-        size = int(config.dataset[key])
+        size = int(dataset[key])
         if size < min_image_size:
-            raise ValueError(
+            raise ConfigError(
                 f"config.dataset.{key} = {size} is below the smallest input "
-                f"{config.model.name} accepts ({min_image_size}x{min_image_size} pixels)"
+                f"{model} accepts ({min_image_size}x{min_image_size} pixels)"
             )
-    if config.eval.batch_size < 1:
-        raise ValueError(f"config.eval.batch_size must be >= 1, got {config.eval.batch_size}")
+    scale_range = tuple(float(s) for s in dataset.scale_range)
+    if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
+        _refuse(
+            "dataset.scale_range", tuple(dataset.scale_range), "(low, high) with 0 < low <= high"
+        )
+    for key in ("train_split", "eval_split"):
+        if not str(dataset[key]).strip():
+            _refuse(f"dataset.{key}", dataset[key], "a split name such as 'train'")
+    if int(dataset.worker_count) < 0:
+        _refuse("dataset.worker_count", dataset.worker_count, ">= 0 (0: no worker processes)")
+    for key in ("max_instances", "mask_size"):
+        if int(dataset[key]) < 1:
+            _refuse(f"dataset.{key}", dataset[key], ">= 1")
+    for key in ("min_size", "max_size"):
+        if int(dataset[key]) < 0:
+            _refuse(f"dataset.{key}", dataset[key], ">= 0 (0: no resize)")
+    if int(dataset.min_size) > int(dataset.max_size) > 0:
+        raise ConfigError(
+            f"config.dataset.min_size = {dataset.min_size} is above "
+            f"config.dataset.max_size = {dataset.max_size}"
+        )
 
 
 def check_workdir(workdir: str | os.PathLike) -> str:
@@ -195,11 +262,11 @@ def check_workdir(workdir: str | os.PathLike) -> str:
     """
     path = os.path.abspath(os.path.expanduser(os.fspath(workdir)))
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"workdir {path} exists and is not a directory")
+        raise ConfigError(f"workdir {path} exists and is not a directory")
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        raise ValueError(f"workdir {path} is not writable: {e}") from e
+        raise ConfigError(f"workdir {path} is not writable: {e}") from e
     return path

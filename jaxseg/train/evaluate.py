@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any
 
 import jax
+import numpy as np
+from PIL import Image
 
 from jaxseg.train.distributed import gather
 from jaxseg.train.sharding import shard_batch
 
-__all__ = ["evaluate_dataset", "write_pictures"]
+__all__ = ["evaluate_dataset", "picture_arrays", "write_pictures"]
 
 
 def evaluate_dataset(task, variables: dict[str, Any], loader, eval_step, mesh) -> dict[str, Any]:
@@ -49,3 +53,20 @@ def write_pictures(task, variables, loader, directory: str, *, count: int) -> li
         predictions = jax.tree_util.tree_map(lambda p, n=take: p[:n], predictions)
         paths += task.write_pictures(batch, predictions, directory, start=len(paths))
     return paths
+
+
+def picture_arrays(task, variables, loader, count: int) -> dict[str, np.ndarray]:
+    """Returns `{'pictures/NNN': uint8 [H, W, 3]}`: the task's pictures of the first images.
+
+    What `write_pictures` draws, read back as arrays for TensorBoard's image summaries.
+    Every process must call it (it reads the same batches); `variables` as for
+    `write_pictures`.
+    """
+    with tempfile.TemporaryDirectory() as directory:
+        paths = write_pictures(task, variables, loader, directory, count=count)
+        arrays = {}
+        for index, path in enumerate(paths):
+            with Image.open(path) as image:
+                arrays[f"pictures/{index:03d}"] = np.asarray(image.convert("RGB"))
+            os.remove(path)
+    return arrays

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -35,6 +36,17 @@ _PICTURE_SCORE = 0.3  # detections drawn in the pictures (score at least)
 _MIN_SIZE = 32  # the FPN's coarsest level (stride 32 before P6) needs this many pixels
 
 
+def fpn_scales_fit(size: int) -> bool:
+    """Returns whether P2..P5 of a `size` px canvas get distinct scales (as the pooler infers).
+
+    Each stride-2 stage rounds up, so level l (stride 2**l) has ceil(size / 2**l) cells, and
+    the pooler infers its scale as 2**round(log2(cells / size)), like torchvision's.
+    """
+    sizes = [-(-size // 2**level) for level in range(2, 6)]
+    scales = [round(math.log2(cells / size)) for cells in sizes]
+    return scales == [-2, -3, -4, -5]
+
+
 class InstanceSegmentationTask(Task):
     """Detection and instance masks of K object classes (class 0 is background).
 
@@ -48,7 +60,8 @@ class InstanceSegmentationTask(Task):
     truth at the original resolution (`jaxseg.evaluation.coco`).
     """
 
-    best_metric = "segm_AP"
+    metric_names = tuple(f"{kind}_{name}" for kind in IOU_TYPES for name in METRIC_NAMES)
+    default_best_metric = "segm_AP"
     train_keys = ("image", "boxes", "classes", "masks", "valid")
     eval_keys = ("image", "image_id", "scale", "original_size", "image_valid")
     min_image_size = _MIN_SIZE
@@ -79,6 +92,7 @@ class InstanceSegmentationTask(Task):
         return kwargs
 
     def check(self) -> None:
+        self.check_common()
         if self.model.num_classes != self.num_classes:
             raise ValueError(
                 f"config.model.num_classes = {self.model.num_classes} but dataset "
@@ -94,6 +108,17 @@ class InstanceSegmentationTask(Task):
             raise ValueError(f"config.dataset.max_instances must be >= 1, got {max_instances}")
         if bool(self.config.dataset.min_size) != bool(self.config.dataset.max_size):
             raise ValueError("give both config.dataset.min_size and max_size, or neither")
+
+    def image_size_problem(self, size: int) -> str | None:
+        if fpn_scales_fit(size):
+            return None
+        below = next(s for s in range(size - 1, 0, -1) if fpn_scales_fit(s))
+        above = next(s for s in range(size + 1, 2 * size + 64) if fpn_scales_fit(s))
+        return (
+            f"the FPN levels of a {size} px canvas do not have distinct strides "
+            f"(sizes 4, 8, 16, 32 px per cell); the nearest sizes that work are {below} and "
+            f"{above} (every multiple of 32 does)"
+        )
 
     def train_loader(self, *, batch_size, seed, shard_index, shard_count):
         dataset = self.config.dataset

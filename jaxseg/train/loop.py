@@ -28,8 +28,8 @@ from absl import logging
 from jaxseg.models import transplant
 from jaxseg.train import distributed, sharding
 from jaxseg.train.checkpointing import Checkpointer, check_compatible
-from jaxseg.train.config import check_config, check_workdir
-from jaxseg.train.evaluate import evaluate_dataset
+from jaxseg.train.config import ConfigError, check_config, check_workdir
+from jaxseg.train.evaluate import evaluate_dataset, picture_arrays
 from jaxseg.train.init_from import read_variables
 from jaxseg.train.metrics_writer import MetricWriter
 from jaxseg.train.nonfinite import NonFiniteMonitor, finite_mean_metrics
@@ -42,6 +42,7 @@ from jaxseg.train.step import make_eval_step, make_train_step
 from jaxseg.train.task import Task
 from jaxseg.train.tasks import make_task
 from jaxseg.train.workdir_config import check_workdir_config, write_workdir_config
+from jaxseg.train.workdir_lock import WorkdirLock
 
 __all__ = ["abstract_train_state", "create_train_state", "prepare", "train_and_evaluate"]
 
@@ -84,15 +85,20 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None) -> Ta
     """Returns the task of `config` after every check that needs no compile.
 
     Raises:
-      ValueError: unknown config keys, bad values, unknown model or model settings, a
-        class count that differs from the dataset's, an image smaller than the model's
-        minimum, an unwritable `workdir`.
+      ConfigError (a ValueError): unknown config keys, impossible values, an unknown model
+        or model setting, a class count that differs from the dataset's, a split the
+        dataset lacks, a canvas the model cannot take, an unwritable `workdir`.
     """
-    task = make_task(config)
-    check_config(config, min_image_size=task.min_image_size)
-    task.check()
-    if workdir is not None:
-        check_workdir(workdir)
+    try:
+        task = make_task(config)
+        check_config(config, min_image_size=task.min_image_size)
+        task.check()
+        if workdir is not None:
+            check_workdir(workdir)
+    except ConfigError:
+        raise
+    except ValueError as e:  # the model table's and the dataset's own checks
+        raise ConfigError(str(e)) from e
     return task
 
 
@@ -112,13 +118,31 @@ def train_and_evaluate(
         than the run length, logging and paths (see `jaxseg.train.workdir_config`).
 
     Raises:
-      ValueError: bad config, workdir, or a checkpoint that does not fit (before compiling).
+      ConfigError (a ValueError): bad config or workdir (before compiling).
+      CheckpointMismatchError (a ValueError): a checkpoint that does not fit the model.
+      WorkdirLockedError: another training run holds `workdir`.
+      CheckpointSaveError: a checkpoint could not be written (a full disk): training stops
+        at once; the checkpoints already there are intact.
       NonFiniteError: `config.max_consecutive_nonfinite` skipped steps in a row.
     """
     task = prepare(config, workdir)
     workdir = check_workdir(workdir)
     distributed.initialize(config.distributed)  # before anything touches a device
-    check_workdir_config(config, workdir, allow_change=allow_config_change)
+    lock = WorkdirLock(workdir)
+    if distributed.is_main_process():  # the processes of one run share the workdir
+        lock.acquire()
+    try:
+        return _train(task, config, workdir, allow_config_change=allow_config_change)
+    finally:
+        lock.release()
+
+
+def _train(task: Task, config, workdir: str, *, allow_config_change: bool) -> dict[str, Any]:
+    """The body of `train_and_evaluate`, with the workdir locked."""
+    try:
+        check_workdir_config(config, workdir, allow_change=allow_config_change)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     setup_compilation_cache(config.compilation_cache_dir)
     setup_log_compiles(config.log_compiles)
     mesh = sharding.make_mesh()
@@ -135,7 +159,7 @@ def train_and_evaluate(
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"),
         keep=int(config.keep_checkpoints),
-        best_metric=config.eval.best_metric,
+        best_metric=task.best_metric,
     )
     process = jax.process_index()
     shards = {"shard_index": process, "shard_count": jax.process_count()}
@@ -192,12 +216,15 @@ def train_and_evaluate(
     log_start_step = step
     nonfinite = NonFiniteMonitor(config.max_consecutive_nonfinite)
     preemption = PreemptionGuard()
+    pictures = int(config.eval.summary_pictures)
+    failed = False
     try:
         preemption.install()
         while step < num_steps:
             batch = sharding.shard_batch(next(train_iter), mesh, task.train_keys)
             state, metrics = train_step(state, batch)
             step += 1
+            checkpointer.check_for_errors()  # a failed background save stops training now
             nonfinite.push(step, metrics)
             if compiles is not None:
                 compiles.after_step(step)
@@ -214,9 +241,28 @@ def train_and_evaluate(
             progress.update(step, loss)
             evaluate_now = step % config.eval_every_steps == 0 or step == num_steps
             if evaluate_now:
-                eval_loader = task.eval_loader(batch_size=eval_batch_size, **shards)
-                eval_metrics = evaluate_dataset(task, state.variables, eval_loader, eval_step, mesh)
+                try:
+                    eval_loader = task.eval_loader(batch_size=eval_batch_size, **shards)
+                    eval_metrics = evaluate_dataset(
+                        task, state.variables, eval_loader, eval_step, mesh
+                    )
+                except Exception:
+                    # Keep the training done so far; the rerun resumes here.
+                    nonfinite.flush()
+                    checkpointer.save(step, state, train_iter)
+                    checkpointer.wait()
+                    logging.error(
+                        "evaluation at step %d failed; step %d is saved in %s",
+                        step,
+                        step,
+                        checkpointer.directory,
+                    )
+                    raise
                 writer.write(step, "eval", eval_metrics)
+                if pictures:
+                    variables = distributed.gather(state.variables)
+                    loader = task.eval_loader(batch_size=eval_batch_size, **shards)
+                    writer.write_images(step, picture_arrays(task, variables, loader, pictures))
                 progress.write(
                     f"step {step}: eval {task.best_metric} {eval_metrics[task.best_metric]:.4f}"
                 )
@@ -225,6 +271,7 @@ def train_and_evaluate(
                 checkpointer.save(
                     step, state, train_iter, metrics=eval_metrics if evaluate_now else None
                 )
+                progress.write(f"step {step}: checkpoint -> {checkpointer.step_path(step)}")
             if preemption.requested:
                 checkpointer.wait()
                 logging.warning(
@@ -236,10 +283,19 @@ def train_and_evaluate(
                 progress.write(f"{preemption.signal_name}: saved step {step}, exiting")
                 break
         nonfinite.flush()
+    except BaseException:
+        failed = True
+        raise
     finally:
         preemption.uninstall()
         if compiles is not None:
             compiles.close()
-        checkpointer.close()
         writer.close()
+        try:
+            checkpointer.close()
+        except Exception:
+            if not failed:  # else the error already on its way says what happened
+                raise
+    if preemption.interrupted:
+        raise KeyboardInterrupt(f"Ctrl-C: saved step {step} in {checkpointer.directory}")
     return eval_metrics

@@ -1,4 +1,5 @@
-"""Scalars to TensorBoard event files (tensorboardX, no TensorFlow) and `metrics.jsonl`."""
+"""Scalars (and evaluation pictures) to TensorBoard event files (tensorboardX, no
+TensorFlow), scalars also to `metrics.jsonl`."""
 
 from __future__ import annotations
 
@@ -62,6 +63,14 @@ class MetricWriter:
         for name, value in flatten_metrics(metrics).items():
             if math.isfinite(value):
                 self._tensorboard.add_scalar(f"{split}/{name}", value, step)
+        self._tensorboard.flush()
+
+    def write_images(self, step: int, images: dict[str, Any]) -> None:
+        """Writes uint8 [H, W, 3] pictures as TensorBoard image summaries at `step`."""
+        if not self.enabled:
+            return
+        for name, image in images.items():
+            self._tensorboard.add_image(name, image, step, dataformats="HWC")
         self._tensorboard.flush()
 
     def close(self) -> None:

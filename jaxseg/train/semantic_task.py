@@ -34,7 +34,8 @@ class SemanticSegmentationTask(Task):
     the FCN paper's (`jaxseg.evaluation.segmentation_metrics`).
     """
 
-    best_metric = "mean_iou"
+    metric_names = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")
+    default_best_metric = "mean_iou"
     train_keys = ("image", "label")
     eval_keys = ("image", "label", "valid")
     min_image_size = MIN_SIZE
@@ -51,6 +52,7 @@ class SemanticSegmentationTask(Task):
         )
 
     def check(self) -> None:
+        self.check_common()
         if self.model.num_classes != self.num_classes:
             raise ValueError(
                 f"config.model.num_classes = {self.model.num_classes} but dataset "

@@ -10,6 +10,7 @@ maps each model name to its task, so an instance segmentation task plugs in besi
 from __future__ import annotations
 
 import abc
+import difflib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -19,6 +20,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxseg.data import catalog
+from jaxseg.train.config import ConfigError
+
 __all__ = ["Task"]
 
 
@@ -27,14 +31,17 @@ class Task(abc.ABC):
 
     Attributes:
       config: the training config.
-      best_metric: the evaluation metric that ranks checkpoints (higher is better).
+      metric_names: the scalar evaluation metrics the task produces.
+      default_best_metric: the one of them that ranks checkpoints unless
+        `config.eval.best_metric` names another (`best_metric` is the one in force).
       train_keys, eval_keys: the batch entries sent to the device in training / evaluation.
       min_image_size: smallest input height and width the model accepts.
       trainable: None when every parameter trains; otherwise a method that returns bools
         like the params, False on frozen ones (the optimiser leaves those alone).
     """
 
-    best_metric: str
+    metric_names: tuple[str, ...]
+    default_best_metric: str
     train_keys: tuple[str, ...]
     eval_keys: tuple[str, ...]
     min_image_size: int
@@ -42,6 +49,51 @@ class Task(abc.ABC):
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
+
+    @property
+    def best_metric(self) -> str:
+        """The evaluation metric that ranks checkpoints (higher is better)."""
+        return self.config.eval.best_metric or self.default_best_metric
+
+    def check_common(self) -> None:
+        """Raises ConfigError for what every task can know before training starts.
+
+        A `config.eval.best_metric` the task does not produce, a split the dataset does not
+        have (read from the prepared dataset's info: building a jaxseg dataset on first use
+        happens here, before anything compiles), a canvas the model cannot take.
+        """
+        if self.best_metric not in self.metric_names:
+            close = difflib.get_close_matches(self.best_metric, self.metric_names, n=1)
+            raise ConfigError(
+                f"config.eval.best_metric = {self.best_metric!r} is not a metric of "
+                f"{self.config.model.name}"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f"; it reports {list(self.metric_names)} ('' picks {self.default_best_metric})"
+            )
+        dataset = self.config.dataset
+        _, builder = catalog.load_builder(dataset.name, **self._dataset_kwargs())
+        for key in ("train_split", "eval_split"):
+            try:
+                examples = builder.info.splits[dataset[key]].num_examples
+            except (ValueError, KeyError, AssertionError) as e:
+                raise ConfigError(
+                    f"config.dataset.{key} = {dataset[key]!r} is not a split of "
+                    f"{builder.info.full_name}: {str(e).splitlines()[0]}"
+                ) from None
+            if not examples:
+                raise ConfigError(
+                    f"config.dataset.{key} = {dataset[key]!r} holds no examples of "
+                    f"{builder.info.full_name}"
+                )
+        for key in ("image_size", "eval_image_size"):
+            problem = self.image_size_problem(int(dataset[key]))
+            if problem:
+                raise ConfigError(f"config.dataset.{key} = {dataset[key]}: {problem}")
+
+    def image_size_problem(self, size: int) -> str | None:
+        """Returns why the model cannot take a `size` x `size` canvas, or None if it can."""
+        del size
+        return None
 
     def _dataset_kwargs(self) -> dict[str, Any]:
         """Returns the TFDS builder settings of `config.dataset` (config, data and manual dirs)."""

@@ -39,6 +39,7 @@ def make_tiny_config(data_dir: str, model: str = "fcn8s"):
     config.optimizer.schedule = "constant"
     config.eval.batch_size = 4
     config.eval.num_pictures = 2
+    config.eval.summary_pictures = 0  # one test turns them on (tests/train/test_seams.py)
     config.compilation_cache_dir = ""
     return config
 

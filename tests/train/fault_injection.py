@@ -9,6 +9,8 @@ Faults (`$JAXSEG_FAULT`, one per run):
   kill_in_commit:N/step   SIGKILL when every item of checkpoint N is written, just before
                           the step folder is renamed into place
   sigterm_after_step:N    SIGTERM to itself after step N (a preemption notice)
+  sigint_after_step:N     SIGINT to itself after step N (Ctrl-C at the terminal)
+  enospc_in_commit:N      checkpoint N's final rename fails with "No space left on device"
 
 `$JAXSEG_BATCH_LOG`, if set, gets one line per training batch the loop takes (a hash of its
 images and labels), so a test can see which data each run consumed.
@@ -68,6 +70,21 @@ def _patch_commit(step, what):
     atomicity.AtomicRenameTemporaryPath.finalize = patched
 
 
+def _patch_enospc(step):
+    import errno
+
+    from orbax.checkpoint._src.path import atomicity
+
+    finalize = atomicity.AtomicRenameTemporaryPath.finalize
+
+    async def patched(self, *args, **kwargs):
+        if self.get_final().name == str(step):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.get_final()))
+        return await finalize(self, *args, **kwargs)
+
+    atomicity.AtomicRenameTemporaryPath.finalize = patched
+
+
 def _patch_batch_log(path):
     from jaxseg.train import sharding
 
@@ -93,6 +110,10 @@ def main():
             _patch_steps(int(arg), signal.SIGKILL)
         elif kind == "sigterm_after_step":
             _patch_steps(int(arg), signal.SIGTERM)
+        elif kind == "sigint_after_step":
+            _patch_steps(int(arg), signal.SIGINT)
+        elif kind == "enospc_in_commit":
+            _patch_enospc(int(arg))
         elif kind == "kill_in_commit":
             step, what = arg.split("/")
             _patch_commit(int(step), what)

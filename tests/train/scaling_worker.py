@@ -258,6 +258,8 @@ def train_loop(args):
         config = shrink_config(args.config, args.data_dir)
     config.batch_size = args.batch_size
     config.num_train_steps = args.steps
+    config.optimizer.warmup_steps = min(int(config.optimizer.warmup_steps), args.steps)
+    config.eval.summary_pictures = 0
     config.log_every_steps = 1
     config.eval_every_steps = args.steps
     config.checkpoint_every_steps = args.steps

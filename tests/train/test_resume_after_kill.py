@@ -29,6 +29,7 @@ NUM_STEPS = 8
 COMMON = [
     "--config.batch_size=2",
     f"--config.num_train_steps={NUM_STEPS}",
+    "--config.optimizer.warmup_steps=0",  # the configs' warm-ups are longer than this run
     "--config.log_every_steps=2",
     f"--config.eval_every_steps={NUM_STEPS}",
     "--config.checkpoint_every_steps=2",
