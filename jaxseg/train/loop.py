@@ -8,8 +8,10 @@ and data position; see `Checkpointer.restore_latest`) or initialise (optionally 
 `config.init_from`), and train with periodic logging, evaluation and checkpoints.
 
 Reliability (docs/reliability.md): a run killed at any moment resumes exactly; SIGTERM
-saves and exits cleanly (`jaxseg.train.preemption`); steps with a non-finite loss or
-gradient are skipped and too many in a row stop training (`jaxseg.train.nonfinite`).
+and Ctrl-C save and exit cleanly (`jaxseg.train.preemption`); one run at a time holds the
+workdir (`jaxseg.train.workdir_lock`); a failed checkpoint save stops training at once, and
+a failed evaluation saves its step first; steps with a non-finite loss or gradient are
+skipped and too many in a row stop training (`jaxseg.train.nonfinite`).
 """
 
 from __future__ import annotations
@@ -108,8 +110,10 @@ def train_and_evaluate(
     """Trains `config` in `workdir` (resuming from its checkpoints); returns the last eval metrics.
 
     Writes `<workdir>/checkpoints` (orbax), `<workdir>/metrics.jsonl`, TensorBoard events
-    in `<workdir>`, and `<workdir>/config.json`. After SIGTERM it saves the current step
-    and returns early (the metrics of the last evaluation, if any).
+    in `<workdir>`, and `<workdir>/config.json`; `<workdir>/train.lock` is held meanwhile.
+    After SIGTERM it saves the current step and returns early (the metrics of the last
+    evaluation, if any); after Ctrl-C (SIGINT) it saves the current step and raises
+    KeyboardInterrupt.
 
     Args:
       config: the training config.
