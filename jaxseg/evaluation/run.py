@@ -64,17 +64,19 @@ def _output_directory(output: str | None, workdir: str, default: str, what: str)
       ValueError: if it cannot be created or written; for the default folder, the message
         says that the workdir may be read-only and names `--output`.
     """
+    path = os.path.abspath(os.path.expanduser(output or os.path.join(workdir, default)))
     try:
-        if output:
-            return check_workdir(os.path.abspath(os.path.expanduser(output)))
-        return check_workdir(os.path.join(workdir, default))
+        return check_workdir(path)
     except ValueError as e:
+        cause = e.__cause__
+        reason = getattr(cause, "strerror", None) or str(e)
         if output:
-            raise ValueError(f"--output: {e}") from e.__cause__
+            raise ValueError(f"--output {path} is not writable: {reason}") from cause
         raise ValueError(
-            f"{e}. Is the workdir read-only? Give --output DIR (output= in Python) to write "
-            f"the {what} elsewhere; nothing else is written into the workdir"
-        ) from e.__cause__
+            f"{path} is not writable ({reason}): give --output DIR (output= in Python) to "
+            f"write the {what} elsewhere; nothing else is written into the workdir, so a "
+            "read-only workdir can be evaluated"
+        ) from cause
 
 
 def evaluate(

@@ -1,9 +1,11 @@
 """Evaluating a workdir without writing into it: `--output`, and read-only workdirs."""
 
 import contextlib
+import importlib.util
 import json
 import os
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -134,3 +136,49 @@ def test_read_only_workdir_without_output_is_refused_naming_output(
             predict_images(config, str(workdir), str(tmp_path / "photo.png"))
         assert os.path.join(str(workdir), "images") in str(error.value)
     assert _snapshot(workdir) == before
+
+
+@pytest.mark.slow
+def test_eval_py_output_flag_on_a_read_only_workdir(tmp_path, shapes_data_dir, monkeypatch):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    overrides = {
+        "model.width": 0.03125,
+        "dataset.config": "small",
+        "dataset.data_dir": shapes_data_dir,
+        "dataset.eval_image_size": 64,
+        "dataset.eval_split": "validation[:4]",
+        "eval.batch_size": 2,
+        "eval.num_pictures": 1,
+        "compilation_cache_dir": "",
+    }
+    spec = importlib.util.spec_from_file_location("config", f"{root}/configs/fcn8s_shapes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    for key, value in overrides.items():
+        group, _, name = key.rpartition(".")
+        setattr(config[group] if group else config, name, value)
+    workdir = tmp_path / "run"
+    save_variables(workdir, numpy_variables(make_task(config).model, train=False))
+    command = [sys.executable, f"{root}/eval.py", "--config", f"{root}/configs/fcn8s_shapes.py"]
+    command += ["--workdir", str(workdir)] + [f"--config.{k}={v}" for k, v in overrides.items()]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": root}
+    env.pop("JAXSEG_COMPILATION_CACHE", None)
+    before = _snapshot(workdir)
+    with _read_only(workdir, monkeypatch, recursive=True) as how:
+        result = subprocess.run(
+            [*command, "--output", str(tmp_path / "out")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        if how != "injected":  # a subprocess sees only real permissions
+            refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+            assert refused.returncode != 0 and "give --output DIR" in refused.stderr
+    assert _snapshot(workdir) == before
+    assert "mean IU" in result.stdout
+    with open(tmp_path / "out" / "metrics.json") as f:
+        assert 0.0 <= json.load(f)["mean_iou"] <= 1.0
+    assert len(os.listdir(tmp_path / "out" / "pictures")) == 1
