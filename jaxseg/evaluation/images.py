@@ -205,10 +205,14 @@ class ImageFiles(Iterable[tuple[str, np.ndarray]]):
             yield path, image
         if not self.read:
             of = f" of {self.source!r}" if self.source else ""
-            raise NothingPredictedError(
-                f"nothing predicted: none of the {len(self.paths)} files{of} could be read as "
-                "an image (each is named above with the reason)"
-            )
+            if len(self.paths) == 1:
+                message = f"{self.paths[0]} could not be read as an image (the reason is above)"
+            else:
+                message = (
+                    f"none of the {len(self.paths)} files{of} could be read as an image "
+                    "(each is named above with its reason)"
+                )
+            raise NothingPredictedError(f"nothing predicted: {message}")
 
 
 def input_scale(size: tuple[int, int], preprocessing: Mapping[str, Any] | None) -> float:
