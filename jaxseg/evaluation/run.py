@@ -2,12 +2,15 @@
 
 `evaluate(config, workdir)` restores the best checkpoint of `<workdir>/checkpoints` (or step
 `config.eval.checkpoint`), evaluates the validation split at full resolution, prints the
-metrics table and writes `<workdir>/eval/metrics.json` and pictures in
-`<workdir>/eval/pictures/`.
+metrics table and writes `metrics.json` and pictures in `pictures/` of `<workdir>/eval/`
+(or of `output`).
 
 `predict_images(config, workdir, pattern)` runs the same checkpoint on image files and
-writes overlays and `predictions.json` into `<workdir>/images/` (`eval.py --images`). A
-folder written by `python -m jaxseg.convert` needs no config.
+writes overlays and `predictions.json` into `<workdir>/images/` (or `output`; `eval.py
+--images`). A folder written by `python -m jaxseg.convert` needs no config.
+
+Neither writes anything into the workdir when given `output`: checkpoints are opened
+read-only, so a read-only workdir (a shared or archived run) can be evaluated.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import numpy as np
 from jaxseg.convert.categories import class_names
 from jaxseg.convert.checkpoint import METADATA_FILE, load_converted
 from jaxseg.evaluation.images import (
+    DEFAULT_MAX_SIZE,
+    ImageFiles,
+    NothingPredictedError,
     find_images,
     instance_image_predictions,
-    read_images,
     semantic_image_predictions,
 )
 from jaxseg.models import FCNResNet, MaskRCNN
@@ -52,20 +57,51 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Evaluates the best (or `config.eval.checkpoint`) checkpoint of `workdir`; returns metrics.
+def _output_directory(output: str | None, workdir: str, default: str, what: str) -> str:
+    """Returns `output` (or `<workdir>/<default>`) as an absolute path, created and writable.
 
     Raises:
-      ValueError: bad config (as for training), no checkpoint in `workdir`, an unknown
-        checkpoint step, or a checkpoint whose shapes differ from the model's.
+      ValueError: if it cannot be created or written; for the default folder, the message
+        says that the workdir may be read-only and names `--output`.
+    """
+    path = os.path.abspath(os.path.expanduser(output or os.path.join(workdir, default)))
+    try:
+        return check_workdir(path)
+    except ValueError as e:
+        cause = e.__cause__
+        reason = getattr(cause, "strerror", None) or str(e)
+        if output:
+            raise ValueError(f"--output {path} is not writable: {reason}") from cause
+        raise ValueError(
+            f"{path} is not writable ({reason}): give --output DIR (output= in Python) to "
+            f"write the {what} elsewhere; nothing else is written into the workdir, so a "
+            "read-only workdir can be evaluated"
+        ) from cause
+
+
+def evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, output: str | None = None
+) -> dict[str, Any]:
+    """Evaluates the best (or `config.eval.checkpoint`) checkpoint of `workdir`; returns metrics.
+
+    Args:
+      config: the training config.
+      workdir: the training workdir (only read: its checkpoints are opened read-only).
+      output: the folder for `metrics.json` and `pictures/`; default `<workdir>/eval`.
+
+    Raises:
+      ValueError: bad config (as for training), an output folder that cannot be written
+        (checked first, before anything is restored or compiled), no checkpoint in
+        `workdir`, an unknown checkpoint step, or a checkpoint whose shapes differ from
+        the model's.
     """
     task = prepare(config)
     distributed.initialize(config.distributed)  # before anything touches a device
     workdir = os.path.abspath(os.path.expanduser(workdir))
+    eval_dir = _output_directory(output, workdir, "eval", "evaluation")
     mesh = sharding.make_mesh()
     host_variables, shardings, step, directory = _restore_variables(task, config, workdir, mesh)
     variables = sharding.put(host_variables, shardings.variables)
-    eval_dir = check_workdir(os.path.join(workdir, "eval"))
 
     batch_size = sharding.per_process_batch_size(config.eval.batch_size, what="eval.batch_size")
     shards = {"shard_index": jax.process_index(), "shard_count": jax.process_count()}
@@ -149,59 +185,90 @@ def predict_images(
     *,
     output: str | None = None,
     score_threshold: float = 0.5,
+    max_size: int | None = DEFAULT_MAX_SIZE,
 ) -> list[str]:
-    """Runs a checkpoint on the image files matching `pattern`; returns the paths written.
+    """Runs a checkpoint on the image files `pattern` names; returns the paths written.
 
     Args:
       config: the training config (its task draws and describes the predictions), or None
         when `workdir` is a folder written by `python -m jaxseg.convert`: its model and
         torchvision's class names are used.
       workdir: a training workdir or a converted folder (best / configured step).
-      pattern: a glob of image files (any size, RGB / grey / RGBA, PNG / JPEG / ...).
+      pattern: a glob of image files, one file, or a directory (its files with an image
+        extension); any size, RGB / grey / RGBA, PNG / JPEG / ...
       output: the folder to write into; default `<workdir>/images`.
-      score_threshold: of the instance detections drawn and listed (converted Mask R-CNN).
+      score_threshold: of the instance detections drawn and listed.
+      max_size: the longest side, in pixels, of the image inside the network input: a larger
+        image is shrunk to it (bilinear), predicted, and its predictions mapped back to its
+        own pixels (boxes scaled, masks pasted at full size, class maps resized
+        nearest-neighbour). Bounds the memory per image. None or 0: no cap.
 
     A converted folder's `preprocessing` (torchvision's resize rule) is applied, also with a
-    config; otherwise images are predicted at their own size. Each image gets an overlay
-    PNG; `predictions.json` lists them (see `jaxseg.evaluation.images`).
+    config, then the `max_size` cap; otherwise images are predicted at their own size up to
+    the cap. Images are decoded one at a time. A file that is not a readable image (empty,
+    not an image, truncated, over PIL's decompression-bomb limit) is skipped with a
+    warning naming it and the reason, and listed under `skipped` in `predictions.json`;
+    the others are predicted. Each image gets an overlay PNG; `predictions.json` lists them
+    (see `jaxseg.evaluation.images`).
 
     Raises:
-      ValueError: no matching file, an unreadable image, no config for a workdir that is
-        not a converted folder, a converted backbone (no predictions), or the checkpoint
-        errors of `evaluate`.
+      NothingPredictedError: (a ValueError) if none of the files is a readable image;
+        nothing is written then (an output folder made for the run is removed).
+      ValueError: nothing matches `pattern`, an output folder that cannot be written
+        (checked before anything is restored), no config for a workdir that is not a
+        converted folder, a converted backbone (no predictions), or the checkpoint errors
+        of `evaluate`.
     """
     workdir = os.path.abspath(os.path.expanduser(workdir))
-    paths = find_images(pattern)
+    if max_size is not None and max_size < 0:
+        raise ValueError(f"max_size must be positive (or 0: no cap), got {max_size}")
+    images = ImageFiles(find_images(pattern), source=pattern)
     metadata = _converted_metadata(workdir)
-    preprocessing = metadata["preprocessing"] if metadata else None
-    directory = check_workdir(os.path.abspath(output or os.path.join(workdir, "images")))
-    images = read_images(paths)
-    if config is not None:
-        task = prepare(config)
-        variables, _, step, _ = _restore_variables(task, config, workdir, sharding.make_mesh())
-        written = task.write_image_predictions(
-            variables, images, directory, preprocessing=preprocessing
-        )
-        source = f"{config.model.name}, checkpoint step {step}"
-    elif metadata is None:
+    if config is None and metadata is None:
         raise ValueError(
             f"{workdir} holds no {METADATA_FILE}: give --config, or a folder written by "
             "python -m jaxseg.convert"
         )
-    else:
-        written = _converted_predictions(
-            workdir, metadata, images, directory, score_threshold=score_threshold
-        )
-        source = f"converted {metadata['arch']} ({metadata.get('source') or workdir})"
+    preprocessing = dict(metadata["preprocessing"]) if metadata else {}
+    if max_size:
+        preprocessing["max_side"] = int(max_size)
+    default = os.path.join(workdir, "images")
+    created = not os.path.isdir(os.path.abspath(os.path.expanduser(output or default)))
+    directory = _output_directory(output, workdir, "images", "predictions")
+    try:
+        if config is not None:
+            task = prepare(config)
+            mesh = sharding.make_mesh()
+            variables, _, step, _ = _restore_variables(task, config, workdir, mesh)
+            written = task.write_image_predictions(
+                variables, images, directory, preprocessing=preprocessing or None
+            )
+            source = f"{config.model.name}, checkpoint step {step}"
+        else:
+            written = _converted_predictions(
+                workdir,
+                metadata,
+                images,
+                directory,
+                preprocessing=preprocessing,
+                score_threshold=score_threshold,
+            )
+            source = f"converted {metadata['arch']} ({metadata.get('source') or workdir})"
+    except NothingPredictedError:
+        if created and not os.listdir(directory):
+            os.rmdir(directory)  # leave no empty folder behind
+        raise
+    skipped = len(images.skipped)
+    note = f", {skipped} skipped (not readable images, named above)" if skipped else ""
     print(
-        f"{source} on {len(images)} images: {len(written)} files in {directory}",
+        f"{source} on {images.read} images{note}: {len(written)} files in {directory}",
         file=sys.stdout,
         flush=True,
     )
     return written
 
 
-def _converted_predictions(workdir, metadata, images, directory, *, score_threshold):
+def _converted_predictions(workdir, metadata, images, directory, *, preprocessing, score_threshold):
     if metadata.get("prefix"):
         raise ValueError(
             f"{workdir} holds {metadata['arch']} nested under {metadata['prefix']!r} (for "
@@ -209,7 +276,6 @@ def _converted_predictions(workdir, metadata, images, directory, *, score_thresh
         )
     model, variables = load_converted(workdir)
     arch = metadata["arch"]
-    preprocessing = metadata["preprocessing"]
     if isinstance(model, FCNResNet):
         return semantic_image_predictions(
             lambda v, x: jax.numpy.argmax(model.apply(v, x)["out"], axis=-1),

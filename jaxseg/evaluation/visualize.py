@@ -25,6 +25,9 @@ _IGNORE_COLOUR = (255, 255, 255)
 _GAP = 4  # pixels between the three pictures
 _SWATCH = 10
 _ROW = 14  # legend row height
+# Blending works on bands of this many rows: float32 copies of a whole 24 Mpx photo would
+# cost 290 MB each.
+_BAND = 256
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -137,10 +140,15 @@ def segmentation_overlay(
             f"{image.shape} and {prediction.shape}"
         )
     colours = palette(len(class_names))
-    painted = prediction != background if background is not None else np.ones_like(prediction, bool)
-    blended = image.astype(np.float32)
-    rgb = colorize(prediction, len(class_names)).astype(np.float32)
-    blended[painted] = (1 - alpha) * blended[painted] + alpha * rgb[painted]
+    blended = np.empty_like(image, np.uint8)
+    for top in range(0, image.shape[0], _BAND):
+        rows = slice(top, top + _BAND)
+        label = prediction[rows]
+        painted = label != background if background is not None else np.ones_like(label, bool)
+        band = image[rows].astype(np.float32)
+        rgb = colorize(label, len(class_names)).astype(np.float32)
+        band[painted] = (1 - alpha) * band[painted] + alpha * rgb[painted]
+        blended[rows] = np.round(band).astype(np.uint8)
     present, counts = np.unique(prediction, return_counts=True)
     entries = [
         (f"{k} {class_names[k]} {100 * n / prediction.size:.1f}%", colours[k])
@@ -149,7 +157,7 @@ def segmentation_overlay(
     ]
     height, width = image.shape[:2]
     canvas = Image.new("RGB", (max(width, 160), height + _ROW * len(entries) + 4), (255, 255, 255))
-    canvas.paste(Image.fromarray(np.round(blended).astype(np.uint8)), (0, 0))
+    canvas.paste(Image.fromarray(blended), (0, 0))
     _legend(ImageDraw.Draw(canvas), height, entries)
     return canvas
 
@@ -220,13 +228,17 @@ def draw_instances(
         shown &= np.asarray(valid, bool)
     order = [i for i in np.argsort(scores, kind="stable") if shown[i]]  # best drawn last
     colours = instance_colours(count)
-    blended = image.astype(np.float32)
-    if masks is not None:
+    blended = np.array(image, np.uint8)
+    if masks is not None and order:
         masks = np.asarray(masks)
-        for i in order:
-            inside = masks[i] >= 0.5 if masks.dtype != bool else masks[i]
-            blended[inside] = (1 - alpha) * blended[inside] + alpha * colours[i]
-    canvas = Image.fromarray(np.round(blended).astype(np.uint8))
+        for top in range(0, image.shape[0], _BAND):
+            rows = slice(top, top + _BAND)
+            band = image[rows].astype(np.float32)
+            for i in order:
+                inside = masks[i, rows] >= 0.5 if masks.dtype != bool else masks[i, rows]
+                band[inside] = (1 - alpha) * band[inside] + alpha * colours[i]
+            blended[rows] = np.round(band).astype(np.uint8)
+    canvas = Image.fromarray(blended)
     draw = ImageDraw.Draw(canvas)
     for i in order:
         colour = tuple(int(c) for c in colours[i])
