@@ -9,6 +9,8 @@ the metrics table and writes `metrics.json` and pictures in `pictures/` of `<wor
 (or `--output`). With `--images`: writes an overlay PNG per image and `predictions.json`
 into `<workdir>/images/` (or `--output`); a folder written by `python -m jaxseg.convert`
 needs no config. With `--output`, nothing is written into the workdir (it may be read-only).
+A mistake (a `--config.*` typo, no checkpoint, an unwritable folder) is one line, and
+`--verbosity=0` adds every library's INFO lines to the terminal.
 """
 
 import sys
@@ -18,8 +20,11 @@ from ml_collections import config_flags
 
 from jaxseg.evaluation.images import DEFAULT_MAX_SIZE, NothingPredictedError
 from jaxseg.evaluation.run import evaluate, predict_images
+from jaxseg.train.cli import parse_flags, quiet_logging, run_main
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Training config file.", lock_config=False, accept_new_attributes=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of train.py, or a converted folder.")
 _IMAGES = flags.DEFINE_string(
     "images",
@@ -51,23 +56,26 @@ def main(argv):
             f"unexpected arguments: {argv[1:]} (quote an --images glob so that the shell "
             "does not expand it)"
         )
+    quiet_logging()
     if _IMAGES.value:
         try:
-            predict_images(
-                _CONFIG.value,
-                _WORKDIR.value,
-                _IMAGES.value,
-                output=_OUTPUT.value,
-                score_threshold=_SCORE.value,
-                max_size=_MAX_SIZE.value,
+            run_main(
+                lambda: predict_images(
+                    _CONFIG.value,
+                    _WORKDIR.value,
+                    _IMAGES.value,
+                    output=_OUTPUT.value,
+                    score_threshold=_SCORE.value,
+                    max_size=_MAX_SIZE.value,
+                )
             )
         except NothingPredictedError as e:
             sys.exit(f"eval.py: {e}")
         return
     if _CONFIG.value is None:
         raise app.UsageError("--config is required (except with --images on a converted folder)")
-    evaluate(_CONFIG.value, _WORKDIR.value, output=_OUTPUT.value)
+    run_main(lambda: evaluate(_CONFIG.value, _WORKDIR.value, output=_OUTPUT.value))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -37,7 +37,7 @@ from jaxseg.evaluation.images import (
 from jaxseg.models import FCNResNet, MaskRCNN
 from jaxseg.train import distributed, sharding
 from jaxseg.train.checkpointing import Checkpointer
-from jaxseg.train.config import check_workdir
+from jaxseg.train.config import ConfigError, check_workdir
 from jaxseg.train.evaluate import evaluate_dataset, write_pictures
 from jaxseg.train.loop import abstract_train_state, prepare
 from jaxseg.train.optimizer import make_optimizer
@@ -71,8 +71,8 @@ def _output_directory(output: str | None, workdir: str, default: str, what: str)
         cause = e.__cause__
         reason = getattr(cause, "strerror", None) or str(e)
         if output:
-            raise ValueError(f"--output {path} is not writable: {reason}") from cause
-        raise ValueError(
+            raise ConfigError(f"--output {path} is not writable: {reason}") from cause
+        raise ConfigError(
             f"{path} is not writable ({reason}): give --output DIR (output= in Python) to "
             f"write the {what} elsewhere; nothing else is written into the workdir, so a "
             "read-only workdir can be evaluated"
@@ -142,19 +142,19 @@ def _restore_variables(task, config: ml_collections.ConfigDict, workdir: str, me
     """
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory):
-        raise ValueError(
+        raise ConfigError(
             f"no checkpoints in {directory}: train first (train.py --workdir {workdir})"
         )
     checkpointer = Checkpointer(directory, create=False, best_metric=task.best_metric)
     try:
         steps = checkpointer.all_steps()
         if not steps:
-            raise ValueError(f"no checkpoints in {directory}: train first")
+            raise ConfigError(f"no checkpoints in {directory}: train first")
         step = int(config.eval.checkpoint)
         if step < 0:
             step = checkpointer.best_step()
         elif step not in steps:
-            raise ValueError(
+            raise ConfigError(
                 f"config.eval.checkpoint = {step}: no such step in {directory} {steps}"
             )
         setup_compilation_cache(config.compilation_cache_dir)
@@ -221,11 +221,14 @@ def predict_images(
     """
     workdir = os.path.abspath(os.path.expanduser(workdir))
     if max_size is not None and max_size < 0:
-        raise ValueError(f"max_size must be positive (or 0: no cap), got {max_size}")
-    images = ImageFiles(find_images(pattern), source=pattern)
+        raise ConfigError(f"max_size must be positive (or 0: no cap), got {max_size}")
+    try:
+        images = ImageFiles(find_images(pattern), source=pattern)
+    except ValueError as e:  # nothing matches: the user's argument
+        raise ConfigError(str(e)) from e
     metadata = _converted_metadata(workdir)
     if config is None and metadata is None:
-        raise ValueError(
+        raise ConfigError(
             f"{workdir} holds no {METADATA_FILE}: give --config, or a folder written by "
             "python -m jaxseg.convert"
         )
@@ -270,7 +273,7 @@ def predict_images(
 
 def _converted_predictions(workdir, metadata, images, directory, *, preprocessing, score_threshold):
     if metadata.get("prefix"):
-        raise ValueError(
+        raise ConfigError(
             f"{workdir} holds {metadata['arch']} nested under {metadata['prefix']!r} (for "
             "init_from), not a model that predicts"
         )
@@ -295,4 +298,4 @@ def _converted_predictions(workdir, metadata, images, directory, *, preprocessin
             preprocessing=preprocessing,
             score_threshold=score_threshold,
         )
-    raise ValueError(f"{workdir} holds a {arch} backbone: it has no predictions to draw")
+    raise ConfigError(f"{workdir} holds a {arch} backbone: it has no predictions to draw")

@@ -35,6 +35,7 @@ _HARMLESS = (
     "Requested `tracked_metric`",  # orbax: a checkpoint saved between evaluations
     "OpenCV is not installed",  # TFDS: PIL decodes the images
     "Task exception was never retrieved",  # asyncio, per array of a failed orbax save
+    "Given directory is read only",  # orbax: eval.py opens checkpoints read-only
 )
 
 

@@ -319,6 +319,26 @@ def test_command_line_mistakes_are_one_line(shapes_data_dir, tmp_path, override,
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
+def test_eval_py_mistakes_are_one_line(shapes_data_dir, tmp_path):
+    config = _config_file(tmp_path, shapes_data_dir)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    for args, message in [
+        (["--workdir", str(tmp_path / "none")], "no checkpoints in"),
+        (["--workdir", str(tmp_path), "--config.eval.best_metric=mean_iu"], "did you mean"),
+        (["--workdir", str(tmp_path), "--images", str(tmp_path / "nothing*.png")], "no file"),
+    ]:
+        result = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "eval.py"), "--config", config, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+        assert lines[0].startswith("eval.py: error: ") and message in lines[0], lines
+
+
 def test_a_normal_run_is_quiet_and_pictures_reach_tensorboard(shapes_data_dir, tmp_path):
     config = _config_file(tmp_path, shapes_data_dir, num_train_steps=4, eval_every_steps=4)
     workdir = str(tmp_path / "run")
