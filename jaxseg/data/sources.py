@@ -10,8 +10,9 @@ when their fingerprints are (data moved to another folder is the same source). T
 
 - an annotation file or image list (COCO JSON, VOC `*.txt`): the SHA-256 of its content.
   Exact (an edit that keeps the size, or a copy that changes the time, is seen for what it
-  is) and cheap next to a build: COCO's 448 MB train JSON hashes in about a second, and
-  the hash is kept per process for a file whose size and mtime have not changed.
+  is) and cheap next to a build: 448 MB (COCO's train JSON) hashed in 2.0 s on a 2-core
+  machine at load average 13, and the hash is kept per process for a file whose size and
+  mtime have not changed.
 - an image folder: the count and a hash of the sorted (relative name, size) of its files,
   one `stat` per file and no read (20k files took 0.8 s on a 2-core machine at load average
   13; COCO train2017 has 118k). It sees images added, removed, renamed or replaced by
