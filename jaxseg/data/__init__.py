@@ -10,10 +10,11 @@ Importing this package registers jaxseg's TFDS builders (`jaxseg_shapes`,
 """
 
 from jaxseg.data.catalog import ClassInfo, DatasetInfo, dataset_info, dataset_names
-from jaxseg.data.coco_builder import CocoFormatConfig, JaxsegCoco
+from jaxseg.data.coco_builder import CocoFormatConfig, JaxsegCoco, custom_config
 from jaxseg.data.instance_pipeline import make_instance_loader
 from jaxseg.data.semantic_pipeline import make_semantic_loader
 from jaxseg.data.shapes_builder import JaxsegShapes, ShapesConfig
+from jaxseg.data.sources import SourceChangedError
 from jaxseg.data.transforms import IGNORE_LABEL, IMAGENET_MEAN, IMAGENET_STD, denormalize
 from jaxseg.data.voc_builder import JaxsegVoc2012, VocConfig
 
@@ -28,7 +29,9 @@ __all__ = [
     "JaxsegShapes",
     "JaxsegVoc2012",
     "ShapesConfig",
+    "SourceChangedError",
     "VocConfig",
+    "custom_config",
     "dataset_info",
     "dataset_names",
     "denormalize",

@@ -13,7 +13,9 @@ A config may follow the name after a slash (`jaxseg_shapes/medium`, `voc2012/sbd
 passed as `config=` (a name or a BuilderConfig object, e.g. `CocoFormatConfig(...)`).
 
 jaxseg's own builders are generated on first use (`tfds.data_source` with array_record
-files). Catalogue datasets must already be prepared in `data_dir` in the array_record format
+files). Each build records its source (`jaxseg.data.sources`); a prepared build is only
+used for the same source, another one is refused with a message saying how to rebuild.
+Catalogue datasets must already be prepared in `data_dir` in the array_record format
 (`tfds build NAME --file_format=array_record`; most catalogue builders need TensorFlow to
 *build*, on any machine): jaxseg reads them from their files with `builder_from_files`,
 without importing the builder code and without TensorFlow.
@@ -22,12 +24,14 @@ without importing the builder code and without TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable
 
 import tensorflow_datasets as tfds
+from absl import logging
 
-from jaxseg.data import adapters, shapes
+from jaxseg.data import adapters, shapes, sources
 
 SEMANTIC = "semantic"
 INSTANCE = "instance"
@@ -185,6 +189,88 @@ def require_task(name: str, task: str) -> None:
         raise ValueError(f"dataset {name!r} has no {task!r} task; it has {sorted(entry.adapters)}")
 
 
+def _own_builder(tfds_name: str, *, data_dir, config) -> tfds.core.DatasetBuilder:
+    builder_kwargs = {"data_dir": data_dir}
+    if config is not None and not isinstance(config, str):
+        builder_kwargs["config"] = config
+        config_class = type(tfds.builder_cls(tfds_name.partition("/")[0]).BUILDER_CONFIGS[0])
+        if not isinstance(config, config_class):
+            raise ValueError(
+                f"dataset {tfds_name} takes a {config_class.__name__} as config, got "
+                f"{type(config).__name__} {getattr(config, 'name', config)!r}"
+            )
+    return tfds.builder(tfds_name, **builder_kwargs)
+
+
+def _check_source(builder, manual_dir) -> None:
+    """Raises SourceChangedError if prepared `builder` was built from another source.
+
+    The source asked for is what `builder.source(manual_dir)` reads now. A build is used
+    as it is, with a warning, when that source cannot be read (its files are gone) or the
+    build predates recorded sources; with no source named (no `manual_dir` for relative
+    paths), it is what was asked for.
+    """
+    where = f"{builder.name}/{builder.builder_config.name} in {builder.data_dir}"
+    recorded = builder.info.metadata.get("source")
+    try:
+        current = builder.source(manual_dir)
+    except FileNotFoundError as e:
+        logging.warning(
+            "%s: cannot read the source given to check the build against it (%s); using "
+            "the build as it is%s",
+            where,
+            e,
+            f", made from {sources.format_source(recorded)}" if recorded else "",
+        )
+        return
+    if current is None:
+        return
+    if recorded is None:
+        logging.warning(
+            "%s was built by an older jaxseg that did not record its source, so it cannot be "
+            "checked against %s; using it. Delete %s to rebuild it from this source.",
+            where,
+            sources.format_source(current),
+            builder.data_dir,
+        )
+        return
+    if not sources.same_source(recorded, current):
+        raise sources.SourceChangedError(
+            f"{where} was built from another source than the one given now:\n  "
+            + "\n  ".join(sources.differences(recorded, current))
+            + f"\nBuilt from: {sources.format_source(recorded)}\n"
+            f"Given now:  {sources.format_source(current)}\n"
+            f"To rebuild it from the new source, delete (or move away) {builder.data_dir}; "
+            "to keep both builds, use another data dir for this source (config.dataset.data_dir, "
+            "or data_dir= of the loaders). With config.dataset.annotations / images (or "
+            "jaxseg.data.coco_builder.custom_config) each COCO-format source gets its own "
+            "build automatically."
+        )
+
+
+def build_source(
+    name: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    config=None,
+    manual_dir: str | os.PathLike | None = None,
+) -> dict | None:
+    """Returns the recorded source of dataset `name`'s build, without building anything.
+
+    None for catalogue datasets, for builds not prepared yet, and for builds made before
+    jaxseg recorded sources. See `jaxseg.data.sources`.
+    """
+    del manual_dir  # the recorded source is what the build was made from
+    entry, tfds_name = _resolve(name, config)
+    if not entry.own_builder:
+        return None
+    builder = _own_builder(tfds_name, data_dir=data_dir, config=config)
+    if not builder.is_prepared():
+        return None
+    source = builder.info.metadata.get("source")
+    return None if source is None else json.loads(json.dumps(source))
+
+
 def load_builder(
     name: str,
     *,
@@ -196,13 +282,19 @@ def load_builder(
 
     jaxseg's own builders are generated if they are not in `data_dir` yet (from
     `manual_dir` for VOC and COCO); catalogue datasets are read from their prepared files.
+
+    Raises:
+      sources.SourceChangedError: (a ValueError) a prepared build of jaxseg's was made
+        from another source (other data at `manual_dir`, an edited annotation file, other
+        generator settings under the same config name); the message names both sources
+        and how to rebuild. Nothing is deleted.
     """
     entry, tfds_name = _resolve(name, config)
     if entry.own_builder:
-        builder_kwargs = {"data_dir": data_dir}
-        if config is not None and not isinstance(config, str):
-            builder_kwargs["config"] = config
-        builder = tfds.builder(tfds_name, **builder_kwargs)
+        builder = _own_builder(tfds_name, data_dir=data_dir, config=config)
+        if builder.is_prepared():
+            _check_source(builder, manual_dir)
+            return entry, builder
         download_config = tfds.download.DownloadConfig(
             manual_dir=os.fspath(manual_dir) if manual_dir else None
         )

@@ -17,6 +17,9 @@ from pycocotools import mask as mask_utils
 
 from jaxseg.data.skips import SkipCounter
 
+# The repair counted (as "repaired: ...") for a box of zero or negative size with a mask.
+BOX_FROM_MASK = "box of zero or negative width or height taken from the mask"
+
 
 def load_json(path: str | os.PathLike) -> dict:
     """Returns a COCO annotation file's content; errors name the file."""
@@ -103,13 +106,26 @@ def image_instances(
     categories: CategoryMap,
     where: str,
     skips: SkipCounter,
+    *,
+    box_repairs: dict | None = None,
 ) -> dict:
     """Returns the checked instances of one image.
 
+    Args:
+      annotations: the image's COCO annotations.
+      height, width: the image's size.
+      categories: category ids -> classes.
+      where: the image file, for messages.
+      skips: counts what is skipped or repaired.
+      box_repairs: {"count": int, "example": str | None}, updated for each box taken
+        from its mask because the annotated one has zero or negative width or height
+        (the builder warns once per build with the count and the first example).
+
     Returns:
       dict with box float32 [N, 4] xyxy pixels (the annotated box clipped to the image;
-      the mask's box when there is none), label int64 [N] classes 1..K, mask uint8
-      [N, H, W] 0/1, is_crowd bool [N].
+      the mask's box when there is none, or when the annotated box has no extent), label
+      int64 [N] classes 1..K, mask uint8 [N, H, W] 0/1, is_crowd bool [N]. A box outside
+      the image is skipped (the mask, decoded inside the image, contradicts it).
     """
     boxes, labels, masks, crowd = [], [], [], []
     for ann in annotations:
@@ -124,15 +140,26 @@ def image_instances(
         if not mask.any():
             skips.skip("empty mask", ann_where)
             continue
+        box = None
         if "bbox" in ann and len(ann["bbox"]) == 4:
             x, y, w, h = (float(v) for v in ann["bbox"])
-            box = np.array([x, y, x + w, y + h], np.float32)
-        else:
+            if w > 0 and h > 0:
+                box = np.array([x, y, x + w, y + h], np.float32)
+            else:
+                # A box without extent next to a valid mask is a writer's slip (xyxy stored
+                # as xywh, corners swapped): the mask says where the object is.
+                skips.repair(BOX_FROM_MASK, ann_where, log=False)
+                if box_repairs is not None:
+                    box_repairs["count"] += 1
+                    box_repairs["example"] = box_repairs["example"] or (
+                        f"annotation {ann.get('id')} of {where}, bbox {list(ann['bbox'])}"
+                    )
+        if box is None:
             ys, xs = np.nonzero(mask)
             box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
         box = np.clip(box, 0, np.array([width, height, width, height], np.float32))
         if box[2] <= box[0] or box[3] <= box[1]:
-            skips.skip("zero-area or out-of-image box", ann_where)
+            skips.skip("box outside the image", ann_where)
             continue
         boxes.append(box)
         labels.append(cls)

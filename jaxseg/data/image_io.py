@@ -75,6 +75,8 @@ def open_image(data: bytes, *, name: str) -> Image.Image:
       BadImageError: naming `name`, if the bytes are corrupt or the image is larger than
         `MAX_PIXELS` (checked from the header, before decoding).
     """
+    if not data:
+        raise BadImageError(f"cannot decode image {name}: the file is empty (0 bytes)")
     try:
         image = Image.open(io.BytesIO(data))  # reads the header only
         if image.width * image.height > MAX_PIXELS:
@@ -85,6 +87,12 @@ def open_image(data: bytes, *, name: str) -> Image.Image:
         image.load()  # Forces a full decode, so truncated files fail here, not later.
     except BadImageError:
         raise
+    except UnidentifiedImageError as e:
+        # PIL's message names the in-memory buffer (`<_io.BytesIO object at 0x...>`).
+        raise BadImageError(
+            f"cannot decode image {name}: not an image format PIL can read "
+            f"({len(data)} bytes starting {data[:8]!r})"
+        ) from e
     except _DECODE_ERRORS as e:
         raise BadImageError(f"cannot decode image {name}: {e}") from e
     return image

@@ -13,6 +13,7 @@ builder config; a new config can be passed directly:
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import ClassVar
 
 import tensorflow_datasets as tfds
@@ -52,10 +53,11 @@ class ShapesConfig(tfds.core.BuilderConfig):
 class JaxsegShapes(Builder):
     """Synthetic circles, squares, triangles and thin bars on textured backgrounds."""
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         "1.0.0": "First release.",
         "1.1.0": "`fcn`: objects coloured by class on grey backgrounds.",
+        "1.2.0": "The same data; the build records its generator settings.",
     }
     BUILDER_CONFIGS: ClassVar[list] = [
         ShapesConfig(
@@ -129,8 +131,29 @@ class JaxsegShapes(Builder):
             ),
         )
 
+    def source(self, manual_dir=None) -> dict:
+        """Returns the generator settings of this config (`jaxseg.data.sources`).
+
+        A build of a config name made with other settings (a `ShapesConfig` of the same
+        name with another size or seed) is then refused instead of reused.
+        """
+        del manual_dir  # generated, not read
+        config = self.builder_config
+        base = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
+        settings = {
+            f.name: getattr(config, f.name)
+            for f in dataclasses.fields(config)
+            if f.name not in base
+        }
+        settings["bar_width"] = list(settings["bar_width"])
+        return {
+            "paths": {},
+            "fingerprints": {"generator settings": json.dumps(settings, sort_keys=True)},
+        }
+
     def _split_generators(self, dl_manager):
         del dl_manager  # Nothing to download.
+        self.info.metadata["source"] = self.source()
         config = self.builder_config
         sizes = (config.num_train, config.num_validation, config.num_test)
         return {

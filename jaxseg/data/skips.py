@@ -21,17 +21,22 @@ class SkipCounter:
         self.split = split
         self.counts: collections.Counter[str] = collections.Counter()
 
-    def skip(self, reason: str, where: str) -> None:
-        """Records one skip of kind `reason` at `where` (a file name or sample id)."""
+    def skip(self, reason: str, where: str, *, log: bool = True) -> None:
+        """Records one skip of kind `reason` at `where` (a file name or sample id).
+
+        `log=False` only counts it (for a caller that warns once with a summary).
+        """
         self.counts[reason] += 1
+        if not log:
+            return
         if self.counts[reason] <= _LOGGED_PER_REASON:
             logging.warning("[%s] %s: %s", self.split, reason, where)
         elif self.counts[reason] == _LOGGED_PER_REASON + 1:
             logging.warning("[%s] more skips for %r; not logging each one", self.split, reason)
 
-    def repair(self, reason: str, where: str) -> None:
+    def repair(self, reason: str, where: str, *, log: bool = True) -> None:
         """Records one sample kept after a repair of kind `reason` (counted as 'repaired: ...')."""
-        self.skip(f"repaired: {reason}", where)
+        self.skip(f"repaired: {reason}", where, log=log)
 
     def as_dict(self) -> dict[str, int]:
         """Returns {reason: count}, sorted by reason."""

@@ -17,6 +17,9 @@ found, seg11valid (the FCN paper's 736 validation images: VOC 2011 segmentation 
 minus SBD train), from `<manual_dir>/seg11valid.txt` or from
 `<manual_dir>/VOCdevkit/VOC2011/ImageSets/Segmentation/val.txt`.
 
+The build records its source (`jaxseg.data.sources`): the split lists' SHA-256 and the
+image and label folders' file lists; a build made from another VOCdevkit is refused.
+
 Labels are class ids 0..20 with 255 (the object borders VOC marks "void") ignored; SBD
 labels have no border. Pixels with any other value are set to 255 and counted.
 """
@@ -32,7 +35,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from jaxseg.data import adapters, features
+from jaxseg.data import adapters, features, sources
 from jaxseg.data.image_io import (
     BadImageError,
     decode_label_png,
@@ -141,7 +144,44 @@ class JaxsegVoc2012(Builder):
             if seg11 is not None:
                 splits["seg11valid"] = voc_items(seg11)
         self.info.metadata["skipped"] = {}
+        self.info.metadata["source"] = self.source(root)
         return {name: self._generate_examples(name, items) for name, items in splits.items()}
+
+    def source(self, manual_dir: str | os.PathLike | None) -> dict | None:
+        """Returns the source this config reads from `manual_dir` (`jaxseg.data.sources`).
+
+        The split lists (content hashes) and the image and label folders (file names and
+        sizes) that the build reads; None without `manual_dir`. FileNotFoundError names a
+        missing folder or list.
+        """
+        if not manual_dir:
+            return None
+        root = os.path.abspath(os.path.expanduser(os.fspath(manual_dir)))
+        voc = os.path.join(root, "VOCdevkit", "VOC2012")
+        lists = os.path.join(voc, "ImageSets", "Segmentation")
+        files = {"val list": os.path.join(lists, "val.txt")}
+        folders = {
+            "VOC images": os.path.join(voc, "JPEGImages"),
+            "VOC labels": os.path.join(voc, "SegmentationClass"),
+        }
+        if not self.builder_config.use_sbd:
+            files["train list"] = os.path.join(lists, "train.txt")
+        else:
+            sbd = os.path.join(root, "benchmark_RELEASE", "dataset")
+            files["SBD train list"] = os.path.join(sbd, "train.txt")
+            files["SBD val list"] = os.path.join(sbd, "val.txt")
+            folders["SBD images"] = os.path.join(sbd, "img")
+            folders["SBD labels"] = os.path.join(sbd, "cls")
+            for seg11 in (
+                os.path.join(root, "seg11valid.txt"),
+                os.path.join(root, "VOCdevkit", "VOC2011", "ImageSets", "Segmentation", "val.txt"),
+            ):
+                if os.path.isfile(seg11):
+                    files["seg11valid list"] = seg11
+                    break
+        fingerprints = {k: sources.file_fingerprint(v) for k, v in files.items()}
+        fingerprints.update({k: sources.folder_fingerprint(v) for k, v in folders.items()})
+        return {"paths": {**files, **folders}, "fingerprints": fingerprints}
 
     def _seg11valid_ids(self, root: str, sbd_train: set[str]) -> list[str] | None:
         listed = os.path.join(root, "seg11valid.txt")

@@ -74,9 +74,18 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = "jaxseg_shapes"
-    config.dataset.config = ""  # TFDS builder config name ("" = the dataset's default)
+    # TFDS builder config: a name ("" = the dataset's default) or, in a config file, a
+    # BuilderConfig object (jaxseg.data.ShapesConfig(...), CocoFormatConfig(...)).
+    config.dataset.config = ml_collections.config_dict.FieldReference("", field_type=object)
     config.dataset.data_dir = ""  # "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
     config.dataset.manual_dir = ""  # VOCdevkit / COCO root for datasets built from files
+    # Your own COCO-format data (dataset.name "coco"): the annotation JSON of each split
+    # ("" = no such split) and the image folder (one for every split, or in a config file
+    # {split: folder}). Relative paths are relative to manual_dir, else the working dir.
+    config.dataset.annotations = ml_collections.ConfigDict(
+        {"train": "", "validation": "", "test": ""}
+    )
+    config.dataset.images = ml_collections.config_dict.FieldReference("", field_type=object)
     config.dataset.train_split = "train"
     config.dataset.eval_split = "validation"
     config.dataset.image_size = 64  # training crop (H = W)

@@ -20,10 +20,69 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxseg.data import catalog
+from jaxseg.data import catalog, coco_builder
 from jaxseg.train.config import ConfigError
 
-__all__ = ["Task"]
+__all__ = ["Task", "dataset_kwargs"]
+
+
+_COCO_NAMES = ("coco", "jaxseg_coco")
+
+
+def dataset_kwargs(dataset: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Returns the TFDS builder settings of `config.dataset`: config, data and manual dirs.
+
+    `dataset.annotations` / `dataset.images` (your own COCO-format data) become the
+    `CocoFormatConfig` of `jaxseg.data.coco_builder.custom_config`, named after the data's
+    content, so each source gets its own build in the data dir.
+
+    Annotations replace a config name (`dataset.config` "2017", or "instance" left from a
+    shapes config built on).
+
+    Raises:
+      ValueError: annotations given for another dataset than "coco", or beside a
+        BuilderConfig object in `dataset.config`; images without annotations; a train or
+        eval split that the annotations do not give.
+    """
+    kwargs: dict[str, Any] = {}
+    manual_dir = os.path.expanduser(dataset.manual_dir) if dataset.manual_dir else None
+    annotations = {k: v for k, v in dict(dataset.get("annotations") or {}).items() if v}
+    images = dataset.get("images") or ""
+    if annotations:
+        if dataset.name not in _COCO_NAMES:
+            raise ValueError(
+                "config.dataset.annotations is for COCO-format data (config.dataset.name = "
+                f"'coco'), but config.dataset.name is {dataset.name!r}"
+            )
+        if dataset.config and not isinstance(dataset.config, str):
+            raise ValueError(
+                "config.dataset.annotations and config.dataset.config both say which data to "
+                f"read (config = {dataset.config!r}): give only one"
+            )
+        # A config *name* (say "2017" or "instance", left from the config file built on)
+        # picks a preset; the annotation files given replace it.
+        for key in ("train_split", "eval_split"):
+            split = str(dataset[key]).partition("[")[0]
+            if split not in annotations:
+                raise ValueError(
+                    f"config.dataset.{key} = {dataset[key]!r}, but config.dataset.annotations "
+                    f"gives only {sorted(annotations)}: set config.dataset.annotations.{split}"
+                )
+        if not isinstance(images, str):
+            images = {k: v for k, v in dict(images).items() if v}
+        kwargs["config"] = coco_builder.custom_config(annotations, images, manual_dir=manual_dir)
+    elif images:
+        raise ValueError(
+            f"config.dataset.images = {images!r} but config.dataset.annotations names no "
+            "annotation file: set config.dataset.annotations.train (and .validation)"
+        )
+    elif dataset.config:
+        kwargs["config"] = dataset.config
+    if dataset.data_dir:
+        kwargs["data_dir"] = os.path.expanduser(dataset.data_dir)
+    if manual_dir:
+        kwargs["manual_dir"] = manual_dir
+    return kwargs
 
 
 class Task(abc.ABC):
@@ -96,16 +155,11 @@ class Task(abc.ABC):
         return None
 
     def _dataset_kwargs(self) -> dict[str, Any]:
-        """Returns the TFDS builder settings of `config.dataset` (config, data and manual dirs)."""
-        dataset = self.config.dataset
-        kwargs = {}
-        if dataset.config:
-            kwargs["config"] = dataset.config
-        if dataset.data_dir:
-            kwargs["data_dir"] = os.path.expanduser(dataset.data_dir)
-        if dataset.manual_dir:
-            kwargs["manual_dir"] = os.path.expanduser(dataset.manual_dir)
-        return kwargs
+        """Returns the TFDS builder settings of `config.dataset` (see `dataset_kwargs`)."""
+        # Kept for the task's life: a custom COCO source is fingerprinted once per run.
+        if "_cached_dataset_kwargs" not in self.__dict__:
+            self._cached_dataset_kwargs = dataset_kwargs(self.config.dataset)
+        return dict(self._cached_dataset_kwargs)
 
     @abc.abstractmethod
     def check(self) -> None:

@@ -8,6 +8,13 @@ that only say how long to train, how often to log, evaluate and save, or where f
 (`RESUMABLE_KEYS`); keys that a newer jaxseg added, left at their defaults, are no
 change either. `allow_change=True` (train.py's `--allow_config_change`) accepts the
 difference and logs it.
+
+The data are compared too: beside `config.json`, `<workdir>/dataset_source.json` keeps the
+source of the dataset build the workdir was trained on (paths and fingerprints of the
+annotation files, image folders or generator settings: `jaxseg.data.sources`). A run whose
+dataset has other fingerprints (another COCO folder, an edited JSON, another VOCdevkit) is
+refused with both sources named, even where the paths are the same; the same data moved
+to another path is no change.
 """
 
 from __future__ import annotations
@@ -19,11 +26,20 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from jaxseg.data import catalog, sources
 from jaxseg.train.config import base_config
+from jaxseg.train.task import dataset_kwargs
 
-__all__ = ["CONFIG_FILE", "RESUMABLE_KEYS", "check_workdir_config", "write_workdir_config"]
+__all__ = [
+    "CONFIG_FILE",
+    "RESUMABLE_KEYS",
+    "SOURCE_FILE",
+    "check_workdir_config",
+    "write_workdir_config",
+]
 
 CONFIG_FILE = "config.json"
+SOURCE_FILE = "dataset_source.json"
 
 # Dotted keys (or prefixes ending in '.') that may change between runs of one workdir.
 RESUMABLE_KEYS = (
@@ -37,6 +53,10 @@ RESUMABLE_KEYS = (
     "init_from",  # used only when a workdir has no checkpoint
     "dataset.data_dir",
     "dataset.manual_dir",
+    # Paths of the data: what they hold is compared through the dataset's source.
+    "dataset.annotations.",
+    "dataset.images",
+    "dataset.images.",
     "eval.",
 )
 
@@ -113,12 +133,60 @@ def check_workdir_config(
             workdir,
             ", ".join(refused),
         )
+    _check_source(config, workdir, allow_change=allow_change)
+
+
+def _dataset_source(config: ml_collections.ConfigDict) -> dict | None:
+    """Returns the recorded source of the config's dataset build (None if not known)."""
+    return catalog.build_source(config.dataset.name, **dataset_kwargs(config.dataset))
+
+
+def _check_source(config: ml_collections.ConfigDict, workdir: str, *, allow_change: bool) -> None:
+    path = os.path.join(workdir, SOURCE_FILE)
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        logging.warning("cannot read %s (%s); not comparing dataset sources", path, e)
+        return
+    current = _dataset_source(config)
+    if current is None or sources.same_source(saved, current):
+        return
+    lines = sources.differences(saved, current)
+    if not allow_change:
+        raise ValueError(
+            f"workdir {workdir} was trained on other data than config.dataset gives now "
+            f"({path}):\n  "
+            + "\n  ".join(lines)
+            + f"\nTrained on: {sources.format_source(saved)}\n"
+            f"Now:        {sources.format_source(current)}\n"
+            "Use another --workdir, or pass --allow_config_change (train.py) / "
+            "allow_config_change=True to resume it on these data anyway."
+        )
+    logging.warning(
+        "workdir %s: resuming on other data (%s), as allowed", workdir, "; ".join(lines)
+    )
 
 
 def write_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Writes `config` to `<workdir>/config.json` atomically (a kill leaves the old file)."""
-    path = os.path.join(workdir, CONFIG_FILE)
+    """Writes `config` to `<workdir>/config.json` atomically (a kill leaves the old file).
+
+    Also writes the source of the dataset's build to `<workdir>/dataset_source.json` when
+    it is known (jaxseg's own builders, once prepared); nothing is built here.
+    """
+    _write_atomic(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
+    source = _dataset_source(config)
+    source_path = os.path.join(workdir, SOURCE_FILE)
+    if source is not None:
+        _write_atomic(source_path, json.dumps(source, indent=2, sort_keys=True))
+    elif os.path.exists(source_path):
+        os.remove(source_path)  # a change to data without a recorded source was allowed
+
+
+def _write_atomic(path: str, text: str) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+        f.write(text)
     os.replace(tmp, path)

@@ -7,7 +7,13 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from jaxseg.data import CocoFormatConfig, catalog, dataset_info, make_instance_loader
+from jaxseg.data import (
+    CocoFormatConfig,
+    catalog,
+    coco_annotations,
+    dataset_info,
+    make_instance_loader,
+)
 
 
 def _save(path, array, mode=None, fmt=None):
@@ -126,7 +132,8 @@ def test_bad_images_are_converted_or_skipped_and_counted(built):
     assert skipped["unknown category id 99"] == 1
     assert skipped["polygon with fewer than 3 points dropped"] == 2
     assert skipped["annotation without a usable polygon"] == 1
-    assert skipped["zero-area or out-of-image box"] == 2
+    assert skipped["box outside the image"] == 1  # id 9
+    assert skipped[f"repaired: {coco_annotations.BOX_FROM_MASK}"] == 1  # id 8, zero width
     assert skipped["annotations of an image id not in 'images'"] == 1
     source = builder.as_data_source("train")
     assert len(source) == 4  # a, gray, rgba, deep
@@ -146,11 +153,14 @@ def test_instances_are_decoded_clipped_and_flagged(built):
     boxes = np.stack(objects["box"])
     masks = np.stack([m[..., 0] for m in objects["mask"]])
     crowd = np.asarray(objects["is_crowd"]).tolist()
-    # ids 1 (cat), 2 (dog), 3 (cat crowd), 4 (zebra), 7 (cat, box clipped to the image).
-    assert labels == [1, 2, 1, 3, 1]
-    assert crowd == [False, False, True, False, False]
+    # ids 1 (cat), 2 (dog), 3 (cat crowd), 4 (zebra), 7 (cat, box clipped to the image),
+    # 8 (cat, zero-width box: the mask's box).
+    assert labels == [1, 2, 1, 3, 1, 1]
+    assert crowd == [False, False, True, False, False, False]
     np.testing.assert_array_equal(boxes[0], [10, 10, 20, 20])
     np.testing.assert_array_equal(boxes[4], [45, 35, 50, 40])
+    ys, xs = np.nonzero(masks[5])
+    np.testing.assert_array_equal(boxes[5], [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
     np.testing.assert_array_equal(boxes[2], [0, 0, 10, 5])  # box from the mask
     assert masks[1][20:30, 30:45].all() and masks[1].sum() == 150
     assert masks[2][0:5, 0:10].all() and masks[2].sum() == 50
@@ -231,3 +241,69 @@ def test_a_split_with_no_readable_image_is_an_error(coco_dir, tmp_path):
     )
     with pytest.raises(ValueError, match="none of the 1 images"):
         catalog.load_builder("coco", data_dir=tmp_path, config=config)
+
+
+def test_boxes_without_extent_come_from_the_mask_with_one_warning(tmp_path, caplog):
+    """Negative or zero width / height beside a valid polygon: the mask's box, warned once."""
+    images = tmp_path / "images"
+    images.mkdir()
+    square = [10, 10, 20, 10, 20, 20, 10, 20]
+    data = {"images": [], "annotations": [], "categories": [dict(id=1, name="cat")]}
+    for image_id in range(1, 4):
+        _save(images / f"{image_id}.png", _rgb(30, 30, 40 * image_id))
+        data["images"].append(dict(id=image_id, file_name=f"{image_id}.png", height=30, width=30))
+    for ann_id, image_id, bbox in (
+        (11, 1, [20, 10, -10, 10]),  # negative width: corners swapped
+        (12, 2, [10, 20, 10, -10]),  # negative height
+        (13, 3, [10, 10, 10, 10]),  # a good one
+    ):
+        data["annotations"].append(
+            dict(id=ann_id, image_id=image_id, category_id=1, segmentation=[square], bbox=bbox)
+        )
+    (tmp_path / "train.json").write_text(json.dumps(data))
+    config = CocoFormatConfig(name="flipped", splits={"train": ("train.json", "images")})
+    with caplog.at_level("WARNING"):
+        _, builder = catalog.load_builder(
+            "coco", data_dir=tmp_path / "tfds", config=config, manual_dir=tmp_path
+        )
+    records = sorted(builder.as_data_source("train"), key=lambda r: int(r["image_id"]))
+    boxes = [np.stack(r["objects"]["box"]) for r in records]
+    assert [len(b) for b in boxes] == [1, 1, 1]  # nothing dropped
+    mask = records[0]["objects"]["mask"][0][..., 0]
+    ys, xs = np.nonzero(mask)
+    expected = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    np.testing.assert_array_equal(boxes[0][0], expected)
+    np.testing.assert_array_equal(boxes[1][0], expected)
+    np.testing.assert_array_equal(boxes[2][0], [10, 10, 20, 20])
+    skipped = builder.info.metadata["skipped"]["train"]
+    assert skipped == {f"repaired: {coco_annotations.BOX_FROM_MASK}": 2}
+    warnings = [
+        r.getMessage() for r in caplog.records if "taken from their masks" in r.getMessage()
+    ]
+    assert len(warnings) == 1, warnings
+    assert "2 annotation(s)" in warnings[0] and "annotation 11 " in warnings[0], warnings[0]
+    assert not [r for r in caplog.records if "annotation 12" in r.getMessage()]
+
+
+def test_a_zero_byte_image_is_named_in_the_skip_message(tmp_path, caplog):
+    images = tmp_path / "images"
+    images.mkdir()
+    _save(images / "good.png", _rgb(20, 20, 9))
+    (images / "empty.jpg").write_bytes(b"")
+    (images / "text.jpg").write_bytes(b"hello")
+    data = {
+        "images": [
+            dict(id=1, file_name="good.png", height=20, width=20),
+            dict(id=2, file_name="empty.jpg", height=20, width=20),
+            dict(id=3, file_name="text.jpg", height=20, width=20),
+        ],
+        "categories": [dict(id=1, name="cat")],
+    }
+    (tmp_path / "train.json").write_text(json.dumps(data))
+    config = CocoFormatConfig(name="empty", splits={"train": ("train.json", "images")})
+    with caplog.at_level("WARNING"):
+        catalog.load_builder("coco", data_dir=tmp_path / "tfds", config=config, manual_dir=tmp_path)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "BytesIO" not in text, text
+    assert f"{images / 'empty.jpg'}: the file is empty (0 bytes)" in text, text
+    assert "text.jpg: not an image format PIL can read (5 bytes starting b'hello')" in text, text

@@ -1,9 +1,12 @@
+import shutil
+
 import numpy as np
 import pytest
 import scipy.io
 from PIL import Image
 
 from jaxseg.data import catalog, dataset_info, make_semantic_loader
+from jaxseg.data.sources import SourceChangedError
 
 _PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * (3 * 252) + [224, 224, 192]
 
@@ -113,3 +116,17 @@ def test_semantic_loader_on_voc_keeps_full_resolution(voc_root, tmp_path):
 def test_missing_devkit_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="VOCdevkit"):
         catalog.load_builder("voc2012", data_dir=tmp_path, manual_dir=tmp_path)
+
+
+def test_a_voc_build_refuses_another_devkit(voc_root, tmp_path):
+    catalog.load_builder("voc2012", data_dir=tmp_path / "tfds", manual_dir=voc_root)
+    other = tmp_path / "other"
+    shutil.copytree(voc_root, other)
+    catalog.load_builder("voc2012", data_dir=tmp_path / "tfds", manual_dir=other)  # same data
+    lists = other / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+    (lists / "train.txt").write_text("2007_000001\n")
+    with pytest.raises(SourceChangedError) as error:
+        catalog.load_builder("voc2012", data_dir=tmp_path / "tfds", manual_dir=other)
+    message = str(error.value)
+    assert "train list: sha256:" in message and str(lists / "train.txt") in message, message
+    assert str(voc_root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation") in message

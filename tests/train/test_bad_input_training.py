@@ -210,7 +210,6 @@ def _write_coco_split(root, split, count, first_bad, rng):
         broken_annotations = [
             dict(category_id=2, segmentation=[]),  # empty segmentation
             dict(category_id=1, segmentation=[[x, y, x + 5, y]]),  # 2-point polygon
-            dict(category_id=1, segmentation=[square], bbox=[x, y, 0, 12]),  # no area
             dict(category_id=1, segmentation=[square], bbox=[90, 90, 5, 5]),  # outside
             dict(category_id=2, segmentation={"size": [10, 10], "counts": [0, 100]}),
         ]

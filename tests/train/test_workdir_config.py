@@ -82,4 +82,64 @@ def test_unreadable_config_json_is_not_an_obstacle(tmp_path, caplog):
     assert "not comparing configs" in caplog.text
     write_workdir_config(base_config(), str(tmp_path))
     assert json.loads((tmp_path / "config.json").read_text())["seed"] == 0
-    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temporary left
+    # No temporary left (dataset_source.json appears where the default shapes data is built).
+    assert {p.name for p in tmp_path.iterdir()} <= {"config.json", "dataset_source.json"}
+
+
+def _coco_config(root, data_dir):
+    """A config reading the COCO-format folder `root` (written by write_coco), built."""
+    from jaxseg.data import catalog
+    from jaxseg.train.task import dataset_kwargs
+
+    config = base_config()
+    config.dataset.name = "coco"
+    config.dataset.annotations = {
+        "train": str(root / "train.json"),
+        "validation": str(root / "val.json"),
+    }
+    config.dataset.images = str(root / "images")
+    config.dataset.data_dir = str(data_dir)
+    catalog.load_builder("coco", **dataset_kwargs(config.dataset))
+    return config
+
+
+def test_a_workdir_refuses_other_data_and_names_both_sources(tmp_path, caplog):
+    import shutil
+
+    from tests.data.test_sources import write_coco
+
+    first = write_coco(tmp_path / "first")
+    other = write_coco(tmp_path / "other", names=("zebra", "horse"))
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    write_workdir_config(_coco_config(first, tmp_path / "tfds"), str(workdir))
+    saved = json.loads((workdir / "dataset_source.json").read_text())
+    assert saved["paths"]["train annotations"] == str(first / "train.json")
+    # The same data moved elsewhere is no change (the paths are not compared).
+    moved = tmp_path / "moved"
+    shutil.copytree(first, moved)
+    check_workdir_config(_coco_config(moved, tmp_path / "tfds"), str(workdir))
+    changed = _coco_config(other, tmp_path / "tfds")
+    with pytest.raises(ValueError, match="trained on other data") as error:
+        check_workdir_config(changed, str(workdir))
+    message = str(error.value)
+    for part in (str(first / "train.json"), str(other / "train.json"), "--allow_config_change"):
+        assert part in message, message
+    with caplog.at_level(logging.WARNING):
+        check_workdir_config(changed, str(workdir), allow_change=True)
+    assert "resuming on other data" in caplog.text
+
+
+def test_an_edited_annotation_file_is_other_data_for_the_workdir(tmp_path):
+    from tests.data.test_sources import write_coco
+
+    root = write_coco(tmp_path / "data")
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    write_workdir_config(_coco_config(root, tmp_path / "tfds"), str(workdir))
+    data = json.loads((root / "train.json").read_text())
+    data["annotations"] = data["annotations"][:1]
+    (root / "train.json").write_text(json.dumps(data))
+    config = _coco_config(root, tmp_path / "tfds")  # a fresh build of the edited file
+    with pytest.raises(ValueError, match=r"train annotations: sha256:\w+ \(.*train.json\) ->"):
+        check_workdir_config(config, str(workdir))
