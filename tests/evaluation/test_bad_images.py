@@ -1,17 +1,15 @@
 """`eval.py --images` on folders with bad files, and on images larger than the size cap."""
 
-import io
 import json
 import logging
 import os
-import struct
 import subprocess
 import sys
-import zlib
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from image_bytes import jpeg, png_header
 from PIL import Image
 from tiny_workdirs import numpy_variables, save_variables, tiny_fcn_config
 
@@ -32,35 +30,13 @@ from jaxseg.train.tasks import make_task
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _png_header(width, height):
-    """PNG bytes whose header claims width x height RGB pixels, with almost no data."""
-
-    def chunk(kind, data):
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
-def _jpeg(array):
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
 # The bad files and what their skip reason must say.
 BAD_FILES = {
     "empty.png": (b"", "empty file"),
     "fake.jpg": (b"not an image at all", "not an image"),
     "truncated.jpg": (None, "truncated"),  # half of a good JPEG, written below
-    "bomb.png": (_png_header(50_000, 50_000), "decompression bomb"),
-    "too_large.png": (_png_header(10_000, 10_000), "decompression bomb"),
+    "bomb.png": (png_header(50_000, 50_000), "decompression bomb"),
+    "too_large.png": (png_header(10_000, 10_000), "decompression bomb"),
 }
 
 
@@ -75,7 +51,7 @@ def _write_folder(folder, *, good=True):
     (folder / "notes.txt").write_text("no image extension: not taken from a directory")
     for name, (data, _) in BAD_FILES.items():
         if data is None:
-            data = _jpeg(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+            data = jpeg(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
             data = data[: len(data) // 2]
         (folder / name).write_bytes(data)
     return folder

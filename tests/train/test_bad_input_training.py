@@ -10,14 +10,13 @@ training on the dirty folder must give bit for bit the model trained on the clea
 import io
 import json
 import os
-import struct
 import subprocess
 import sys
-import zlib
 
 import jax
 import numpy as np
 import pytest
+from image_bytes import jpeg, png_header
 from PIL import Image
 
 from jaxseg.data import catalog
@@ -25,28 +24,6 @@ from jaxseg.train.checkpointing import Checkpointer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NUM_STEPS = 4
-
-
-def _png_header(width, height):
-    """PNG bytes whose header claims width x height RGB pixels, with almost no data."""
-
-    def chunk(kind, data):
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
-def _jpeg(array):
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def _png(array):
@@ -77,20 +54,20 @@ def write_voc(root, *, broken):
     splits["val"] += ["2008_000003", "2008_000004"]
     for name in splits["train"] + splits["val"]:
         image, label = _scene(rng)
-        (voc / "JPEGImages" / f"{name}.jpg").write_bytes(_jpeg(image))
+        (voc / "JPEGImages" / f"{name}.jpg").write_bytes(jpeg(image))
         (voc / "SegmentationClass" / f"{name}.png").write_bytes(_png(label))
     bad = {}
     if broken:
         image, label = _scene(rng)
-        good_jpeg, good_png = _jpeg(image), _png(label)
+        good_jpeg, good_png = jpeg(image), _png(label)
         bad = {
             "2009_000001": (b"\xff\xd8 corrupt bytes, not a JPEG", good_png),
             "2009_000002": (good_jpeg[: len(good_jpeg) // 2], good_png),  # truncated image
             "2009_000003": (good_jpeg, b""),  # empty annotation file
             "2009_000004": (good_jpeg, None),  # missing annotation
             "2009_000005": (good_jpeg, _png(label[:30])),  # label of the wrong size
-            "2009_000006": (_png_header(50_000, 50_000), good_png),  # decompression bomb
-            "2009_000007": (_png_header(10_000, 10_000), good_png),  # 100 Mpx: too large
+            "2009_000006": (png_header(50_000, 50_000), good_png),  # decompression bomb
+            "2009_000007": (png_header(10_000, 10_000), good_png),  # 100 Mpx: too large
             "2009_000008": (good_jpeg, _png(np.dstack([label] * 3))),  # RGB, not class ids
         }
         for name, (image_bytes, label_bytes) in bad.items():
@@ -216,14 +193,14 @@ def _write_coco_split(root, split, count, first_bad, rng):
         extra = []
         if first_bad is not None and split == "train":  # a broken annotation beside a good one
             extra = [broken_annotations[image_id % len(broken_annotations)]]
-        add(image_id, _jpeg(image), [good, *extra])
+        add(image_id, jpeg(image), [good, *extra])
     bad = []
     if first_bad is not None:
         image, _ = _scene(np.random.default_rng(first_bad))  # not from `rng`: clean must match
         triangle = [dict(category_id=1, segmentation=[[1, 1, 9, 1, 9, 9]])]
         add(first_bad, b"corrupt bytes", triangle)
-        add(first_bad + 1, _png_header(50_000, 50_000), triangle, 50_000, 50_000)
-        add(first_bad + 2, _jpeg(image), triangle, 30, 30)  # annotated with the wrong size
+        add(first_bad + 1, png_header(50_000, 50_000), triangle, 50_000, 50_000)
+        add(first_bad + 2, jpeg(image), triangle, 30, 30)  # annotated with the wrong size
         bad = [first_bad, first_bad + 1, first_bad + 2]
     data = {
         "images": images,
