@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_check.py [--tiny] [--steps N] [--warmup N] [--only fcn|mask_rcnn]
                                    [--json OUT] [--deadline S] [--block-missing]
+                                   [--mask-rcnn-batch B] [--fcn-batch B] [--mask-rois N]
 
 On one H100 / H200 (`benchmarks/gpu_check.sh` runs it there) it prints, side by side:
 
@@ -16,14 +17,14 @@ On one H100 / H200 (`benchmarks/gpu_check.sh` runs it there) it prints, side by 
 
 Both frameworks run the same model: torchvision builds it with random weights (seeded, no
 download) and `jaxseg.convert` converts them. Mask R-CNN: 90 classes, five objects per image
-(benchmarks/mask_rcnn.py's data), torchvision's counts (2000 proposals, 512 RoIs; jaxseg's
-fixed 128 mask RoIs per image, torchvision's data-dependent count is printed), `aligned=False`,
-ImageNet normalisation switched off on the torch side so both see the same pixels. By
-default the fine-tuning set-up that MLPerf and jaxseg's configs train: frozen BatchNorm, stem
-and layer1 frozen (`--mask-rcnn-setup batch`: every stage trained with BatchNorm); the
-random backbone's BatchNorm statistics are first set from one batch so that the frozen
-network neither explodes nor vanishes. FCN-8s: benchmarks/fcn.py's torch net with
-torchvision's VGG16 weights, 21 classes, fixed bilinear upsampling on both sides.
+(benchmarks/mask_rcnn.py's data), torchvision's counts (2000 proposals, 512 RoIs), jaxseg's
+fixed 128 mask RoIs per image (`--mask-rois`; torchvision's data-dependent count is
+printed), `aligned=False`, ImageNet normalisation switched off on the torch side so both see
+the same pixels. By default the fine-tuning set-up that MLPerf and jaxseg's configs train:
+frozen BatchNorm, stem and layer1 frozen (`--mask-rcnn-setup batch`: every stage trained
+with BatchNorm); the random backbone's BatchNorm statistics are first set from one batch so
+that the frozen network neither explodes nor vanishes. FCN-8s: benchmarks/fcn.py's torch
+net with torchvision's VGG16 weights, 21 classes, fixed bilinear upsampling on both sides.
 
 Each measurement runs in its own process (the GPU's memory is that framework's alone; a
 stuck compile can be stopped): a few warm-up steps, then `--steps` steps timed together
@@ -163,7 +164,7 @@ def torch_mask_rcnn(torch, *, size, setup, tiny, check=False, build=True):
     return net, state
 
 
-def jax_mask_rcnn(torch, *, size, setup, tiny, dtype, check=False):
+def jax_mask_rcnn(torch, *, size, setup, tiny, dtype, mask_rois=None, check=False):
     """Returns `(model, variables)`: torch_mask_rcnn's weights converted by jaxseg.convert."""
     from jaxseg.convert import convert_state_dict
 
@@ -173,7 +174,8 @@ def jax_mask_rcnn(torch, *, size, setup, tiny, dtype, check=False):
         settings.update(backbone_norm="batch", frozen_stages=0)
     if tiny:
         settings.update({name: value for name, (_, value) in TINY_COUNTS.items()})
-        settings.update(mask_rois_per_image=TINY_MASK_ROIS)
+    if mask_rois:
+        settings.update(mask_rois_per_image=mask_rois)
     if check:
         settings.update(box_score_threshold=CHECK_SCORE_THRESHOLD)
         settings.update(detections_per_image=CHECK_DETECTIONS)
@@ -315,7 +317,12 @@ def run_jax(model_name, dtype_name, args):
 
     else:
         model, variables = jax_mask_rcnn(
-            torch, size=size, setup=args.mask_rcnn_setup, tiny=args.tiny, dtype=dtype
+            torch,
+            size=size,
+            setup=args.mask_rcnn_setup,
+            tiny=args.tiny,
+            dtype=dtype,
+            mask_rois=args.mask_rois,
         )
         images, boxes, classes = _mask_rcnn_data(size, batch)
         objects = boxes.shape[1]
@@ -384,9 +391,7 @@ def run_jax(model_name, dtype_name, args):
         "peak_gib": _peak_gib(device),
         "loss_first": float(losses[0]),
         "loss_last": float(losses[-1]),
-        "mask_rois_per_image": (TINY_MASK_ROIS if args.tiny else 128)
-        if model_name == "mask_rcnn"
-        else None,
+        "mask_rois_per_image": model.mask_rois_per_image if model_name == "mask_rcnn" else None,
         "env": _device_info(jax=jax),
     }
 
@@ -580,10 +585,12 @@ def run_correctness(args):
 
 
 def _shape(model_name, args):
+    """Returns `(image size, batch)` of a model's training runs."""
     spec = MODELS[model_name]
+    batch = {"fcn": args.fcn_batch, "mask_rcnn": args.mask_rcnn_batch}[model_name]
     if args.tiny:
-        return spec["tiny_size"], spec["tiny_batch"]
-    return spec["size"], spec["batch"]
+        return spec["tiny_size"], batch or spec["tiny_batch"]
+    return spec["size"], batch or spec["batch"]
 
 
 def child(model_name, kind, args):
@@ -741,7 +748,10 @@ def report(results, args, elapsed):
 def _run_child(model, kind, args, timeout):
     argv = [sys.executable, os.path.abspath(__file__), "--child", model, kind]
     argv += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
-    argv += ["--mask-rcnn-setup", args.mask_rcnn_setup]
+    argv += ["--mask-rcnn-setup", args.mask_rcnn_setup, "--mask-rois", str(args.mask_rois)]
+    for name in ("fcn_batch", "mask_rcnn_batch"):
+        if getattr(args, name):
+            argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     argv += (["--tiny"] if args.tiny else []) + (["--block-missing"] if args.block_missing else [])
     argv += ["--only", args.only] if args.only else []
     env = dict(os.environ)
@@ -772,17 +782,34 @@ def main(argv=None):
     parser.add_argument(
         "--deadline", type=float, default=None, help="seconds for all runs (420; tiny 1800)"
     )
-    parser.add_argument("--mask-rcnn-setup", choices=("frozen", "batch"), default="frozen")
+    parser.add_argument(
+        "--mask-rcnn-setup",
+        choices=("frozen", "batch"),
+        default="frozen",
+        help="frozen BatchNorm, stem and layer1 frozen; or every stage trained with BatchNorm",
+    )
+    parser.add_argument(
+        "--mask-rois", type=int, default=None, help="jaxseg's fixed mask RoIs per image (128)"
+    )
+    parser.add_argument(
+        "--mask-rcnn-batch", type=int, default=None, help="Mask R-CNN training batch (8; tiny 1)"
+    )
+    parser.add_argument(
+        "--fcn-batch", type=int, default=None, help="FCN-8s training batch (16; tiny 1)"
+    )
     parser.add_argument(
         "--block-missing", action="store_true", help=f"make {', '.join(MISSING)} unimportable"
     )
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name, full, tiny in (("steps", 10, 2), ("warmup", 3, 1), ("deadline", 420.0, 1800.0)):
+    defaults = [("steps", 10, 2), ("warmup", 3, 1), ("deadline", 420.0, 1800.0)]
+    for name, full, tiny in [*defaults, ("mask_rois", 128, TINY_MASK_ROIS)]:
         if getattr(args, name) is None:
             setattr(args, name, tiny if args.tiny else full)
-    if args.steps < 1 or args.warmup < 1:
-        parser.error(f"--steps and --warmup must be >= 1, got {args.steps} and {args.warmup}")
+    for name in ("steps", "warmup", "mask_rois", "fcn_batch", "mask_rcnn_batch"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if args.block_missing:
         block_missing()
     if args.child:
