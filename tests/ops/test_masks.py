@@ -1,5 +1,7 @@
 """Mask pasting and mask targets against torchvision."""
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,9 +112,17 @@ def test_mask_target_defaults_are_project_masks_on_boxes():
     np.testing.assert_allclose(out, ref.numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.fixture(params=["gather", "products"])
+def mask_target_form(request, monkeypatch):
+    """Forces either of roi_mask_targets' two exact forms (it picks one by cost)."""
+    cost = 0.0 if request.param == "gather" else 1e9
+    monkeypatch.setattr(sys.modules["jaxseg.ops.masks"], "GATHER_COST", cost)
+    return request.param
+
+
 @pytest.mark.parametrize("aligned", [False, True])
-@pytest.mark.parametrize("cap", [3, 16])  # [40, 44] masks at 14 x 14: the gather, the products
-def test_adaptive_mask_targets_match_torchvision(aligned, cap):
+@pytest.mark.parametrize("cap", [3, 16])
+def test_adaptive_mask_targets_match_torchvision(aligned, cap, mask_target_form):
     rng = np.random.default_rng(cap + int(aligned))
     masks, boxes, instance = canvas_case(rng, 40)
     grid = np.asarray(ops.adaptive_sampling_grid(boxes, 14, aligned=aligned)).max(axis=1)
@@ -129,7 +139,7 @@ def test_adaptive_mask_targets_match_torchvision(aligned, cap):
 
 
 @pytest.mark.parametrize("cap", [2, 16])
-def test_fixed_ratio_and_given_grid_match_torchvision(cap):
+def test_fixed_ratio_and_given_grid_match_torchvision(cap, mask_target_form):
     rng = np.random.default_rng(4)
     masks, boxes, instance = canvas_case(rng, 20)
     for ratio in (1, 3):
