@@ -39,8 +39,8 @@ def main():
         ops.roi_pool(FEATURES, box, 2)[0],
     )
     show(
-        "RoIAlign 2x2 (bilinear samples at exact positions, aligned=False)",
-        ops.roi_align(FEATURES, box, 2, aligned=False)[0],
+        "RoIAlign 2x2 (2x2 bilinear samples per bin at exact positions, aligned=False)",
+        ops.roi_align(FEATURES, box, 2, sampling_ratio=2, aligned=False)[0],
     )
 
     y, x = np.mgrid[:8, :8].astype(np.float32)
@@ -50,7 +50,9 @@ def main():
     print("which moves only in whole pixels.")
     print("   shift   exact centre   RoIAlign   RoIPool")
     pool_1x1 = jax.jit(lambda b: ops.roi_pool(ramp, b, 1)[0, 0, 0, 0])
-    align_1x1 = jax.jit(lambda b: ops.roi_align(ramp, b, 1, aligned=True)[0, 0, 0, 0])
+    align_1x1 = jax.jit(
+        lambda b: ops.roi_align(ramp, b, 1, sampling_ratio=2, aligned=True)[0, 0, 0, 0]
+    )
     for shift in np.linspace(0, 1, 6):
         b = jnp.array([[1.0 + shift, 1.0, 5.0 + shift, 5.0]])
         centre = 10 * (3.0 - 0.5) + (3.0 + shift - 0.5)  # pixel centres sit at +0.5

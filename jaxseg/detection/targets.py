@@ -124,8 +124,9 @@ def mask_targets(
     *,
     mask_format: str = "crop",
     output_size: int = 28,
-    sampling_ratio: int = 2,
+    sampling_ratio: int = -1,
     aligned: bool = False,
+    max_sampling_ratio: int = ops.DEFAULT_MASK_MAX_SAMPLING_RATIO,
 ) -> jax.Array:
     """Returns [R, output_size, output_size] float32 mask targets of RoIs of one image.
 
@@ -135,7 +136,8 @@ def mask_targets(
       gt_boxes: [N, 4] xyxy instance boxes (the frames of the crops).
       rois: [R, 4] xyxy RoIs; matched: [R] int instance of each RoI.
       mask_format: 'crop' or 'canvas'.
-      output_size, sampling_ratio, aligned: the RoIAlign that cuts the targets.
+      output_size, sampling_ratio, aligned, max_sampling_ratio: the RoIAlign that cuts the
+        targets (`ops.roi_mask_targets`); the defaults are torchvision's adaptive sampling.
 
     'canvas' is torchvision's `project_masks_on_boxes` (RoIAlign of the instance mask on
     the RoI). 'crop' samples the same points from the crop instead: a RoI is mapped into
@@ -151,7 +153,13 @@ def mask_targets(
     matched = jnp.asarray(matched, jnp.int32)
     if mask_format == "canvas":
         return ops.roi_mask_targets(
-            gt_masks, rois, matched, output_size, sampling_ratio=sampling_ratio, aligned=aligned
+            gt_masks,
+            rois,
+            matched,
+            output_size,
+            sampling_ratio=sampling_ratio,
+            aligned=aligned,
+            max_sampling_ratio=max_sampling_ratio,
         )
     if gt_masks.ndim != 3 or gt_masks.shape[1] != gt_masks.shape[2]:
         raise ValueError(f"crop masks must be [N, M, M], got {gt_masks.shape}")
@@ -163,6 +171,15 @@ def mask_targets(
     shift = 0.0 if aligned else 0.5
     origin = jnp.tile(frame[:, :2], 2)
     in_crop = (rois + shift - origin) * jnp.tile(scale, 2)
+    # The adaptive grid follows the RoI's size in input pixels, as on the canvas.
+    grid = ops.adaptive_sampling_grid(rois, output_size, aligned=aligned)
     return ops.roi_mask_targets(
-        gt_masks, in_crop, matched, output_size, sampling_ratio=sampling_ratio, aligned=True
+        gt_masks,
+        in_crop,
+        matched,
+        output_size,
+        sampling_ratio=sampling_ratio,
+        aligned=True,
+        max_sampling_ratio=max_sampling_ratio,
+        sampling_grid=grid if sampling_ratio <= 0 else None,
     )

@@ -39,6 +39,7 @@ def pool_rois(
     pooler: str = "roi_align",
     sampling_ratio: int = 2,
     aligned: bool = False,
+    max_sampling_ratio: int = ops.DEFAULT_MAX_SAMPLING_RATIO,
 ) -> jax.Array:
     """Returns [B, R, output_size, output_size, C]: RoIs pooled from their FPN level.
 
@@ -48,7 +49,9 @@ def pool_rois(
       image_size: (height, width) of the input, for the level scales.
       output_size: 7 for the box head, 14 for the mask head.
       pooler: 'roi_align' (torchvision's `MultiScaleRoIAlign`) or 'roi_pool'.
-      sampling_ratio, aligned: RoIAlign's (torchvision: 2, False).
+      sampling_ratio, aligned: RoIAlign's (torchvision: 2, False); `sampling_ratio <= 0`
+        samples adaptively (detectron2's pooler with `aligned=True`), up to
+        `max_sampling_ratio` per bin and axis (see `ops.roi_align`).
     """
     if pooler not in POOLERS:
         raise ValueError(f"pooler must be one of {POOLERS}, got {pooler!r}")
@@ -63,6 +66,7 @@ def pool_rois(
                 scales=scales,
                 sampling_ratio=sampling_ratio,
                 aligned=aligned,
+                max_sampling_ratio=max_sampling_ratio,
             )
     else:
 
@@ -77,7 +81,10 @@ class RoIHeads(nn.Module, kw_only=True):
 
     Attributes:
       num_classes: K object classes (background excluded); the heads have K + 1 outputs.
-      pooler, sampling_ratio, aligned: see `pool_rois`.
+      pooler, sampling_ratio, aligned, max_sampling_ratio: see `pool_rois`.
+      mask_target_sampling_ratio: RoIAlign samples per bin of the mask targets; -1 is
+        torchvision's `project_masks_on_boxes` (adaptive), capped at
+        ceil(max(image size) / mask size), so exact for every RoI inside the image.
       box_output_size, mask_output_size: RoI feature sizes (7, 14).
       representation_size: FC width of the box head (1024).
       mask_channels: conv width of the mask head (256).
@@ -98,6 +105,8 @@ class RoIHeads(nn.Module, kw_only=True):
     pooler: str = "roi_align"
     sampling_ratio: int = 2
     aligned: bool = False
+    max_sampling_ratio: int = ops.DEFAULT_MAX_SAMPLING_RATIO
+    mask_target_sampling_ratio: int = -1
     box_output_size: int = 7
     mask_output_size: int = 14
     representation_size: int = 1024
@@ -122,6 +131,7 @@ class RoIHeads(nn.Module, kw_only=True):
             pooler=self.pooler,
             sampling_ratio=self.sampling_ratio,
             aligned=self.aligned,
+            max_sampling_ratio=self.max_sampling_ratio,
         ).astype(self.dtype)
 
     @nn.compact
@@ -230,8 +240,9 @@ class RoIHeads(nn.Module, kw_only=True):
                 idx,
                 mask_format=gt.mask_format,
                 output_size=mask_logits.shape[-1],
-                sampling_ratio=self.sampling_ratio,
+                sampling_ratio=self.mask_target_sampling_ratio,
                 aligned=self.aligned,
+                max_sampling_ratio=-(-max(image_size) // mask_logits.shape[-1]),
             )
         )(gt.masks, gt.boxes, mask_boxes, samples.matched[:, :num_mask])
         # Background slots are matched to instance 0, possibly padding: keep them exactly 0

@@ -17,14 +17,27 @@ from jaxseg.ops.boxes import (
     encode_boxes,
     small_boxes_mask,
 )
-from jaxseg.ops.masks import paste_masks_in_image, roi_mask_targets
+from jaxseg.ops.masks import (
+    DEFAULT_MASK_MAX_SAMPLING_RATIO,
+    paste_masks_in_image,
+    roi_mask_targets,
+)
 from jaxseg.ops.nms import batched_nms, nms
-from jaxseg.ops.roi_align import fpn_levels, multiscale_roi_align, roi_align
+from jaxseg.ops.roi_align import (
+    DEFAULT_MAX_SAMPLING_RATIO,
+    adaptive_sampling_grid,
+    fpn_levels,
+    multiscale_roi_align,
+    roi_align,
+)
 from jaxseg.ops.roi_pool import multiscale_roi_pool, roi_pool
 
 __all__ = [
     "BBOX_XFORM_CLIP",
+    "DEFAULT_MASK_MAX_SAMPLING_RATIO",
+    "DEFAULT_MAX_SAMPLING_RATIO",
     "BoxCoder",
+    "adaptive_sampling_grid",
     "batched_nms",
     "box_area",
     "box_cxcywh_to_xyxy",

@@ -21,9 +21,21 @@ def check_boxes(boxes: jax.Array, name: str = "boxes") -> None:
         raise ValueError(f"{name} must have shape [..., 4] (x1, y1, x2, y2), got {boxes.shape}")
 
 
+def upcast(x: jax.Array) -> jax.Array:
+    """Returns `x` widened as torchvision's `_upcast`: floats to float32 at least, integers
+    (and bools) to int32 unless already int32 / int64, so products of coordinates fit."""
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        return x if x.dtype in (jnp.float32, jnp.float64) else x.astype(jnp.float32)
+    return x if x.dtype in (jnp.int32, jnp.int64) else x.astype(jnp.int32)
+
+
 def box_area(boxes: ArrayLike) -> jax.Array:
-    """Returns the areas [...] of boxes [..., 4] xyxy."""
-    boxes = jnp.asarray(boxes)
+    """Returns the areas [...] of boxes [..., 4] xyxy, in the widened dtype (see `upcast`).
+
+    Same numbers and dtype as `torchvision.ops.box_area`: float16 / bfloat16 boxes give
+    float32 areas (no overflow to inf past 65504), int8 / int16 / uint8 boxes int32 ones.
+    """
+    boxes = upcast(jnp.asarray(boxes))
     check_boxes(boxes)
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
@@ -31,19 +43,28 @@ def box_area(boxes: ArrayLike) -> jax.Array:
 def box_iou(boxes1: ArrayLike, boxes2: ArrayLike) -> jax.Array:
     """Returns the pairwise IoU [N, M] of boxes1 [N, 4] and boxes2 [M, 4] (xyxy).
 
-    Same numbers as `torchvision.ops.box_iou`; a pair of empty boxes has IoU 0, not NaN.
+    Same numbers and dtype as `torchvision.ops.box_iou`: float32 for integer, float16 and
+    bfloat16 boxes (areas and intersections widened as in `box_area`), float64 for float64.
+    Two differences: a pair of empty boxes has IoU 0, not NaN; integer boxes are widened
+    before their corners are subtracted, where torchvision subtracts int8 / int16 corners
+    in their own dtype and can wrap around.
     """
     boxes1, boxes2 = jnp.asarray(boxes1), jnp.asarray(boxes2)
     for name, b in (("boxes1", boxes1), ("boxes2", boxes2)):
         if b.ndim != 2:
             raise ValueError(f"{name} must have shape [N, 4], got {b.shape}")
         check_boxes(b, name)
+    if not jnp.issubdtype(jnp.result_type(boxes1, boxes2), jnp.floating):
+        boxes1, boxes2 = upcast(boxes1), upcast(boxes2)
     area1, area2 = box_area(boxes1), box_area(boxes2)
     top_left = jnp.maximum(boxes1[:, None, :2], boxes2[None, :, :2])  # [N, M, 2]
     bottom_right = jnp.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])  # [N, M, 2]
-    wh = jnp.clip(bottom_right - top_left, min=0)
+    # Floats subtract in their own dtype and widen after, as torchvision does.
+    wh = jnp.clip(upcast(bottom_right - top_left), min=0)
     inter = wh[..., 0] * wh[..., 1]
     union = area1[:, None] + area2[None, :] - inter
+    dtype = union.dtype if jnp.issubdtype(union.dtype, jnp.floating) else jnp.float32
+    inter, union = inter.astype(dtype), union.astype(dtype)
     return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1), 0.0)
 
 

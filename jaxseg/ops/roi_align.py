@@ -10,6 +10,16 @@ bilinear sample needs the four rows `i, i + 1, i + W + 1, i + W + 2` of the buff
 bounds test: the padding is read exactly where torchvision clamps the upper neighbour, and
 there it is weighted by zero. Several maps (FPN levels, instance masks) concatenate into one
 buffer, so a RoI reads only the map it is assigned to, through a base offset.
+
+Adaptive sampling (torchvision's `sampling_ratio <= 0`) gives each RoI its own grid,
+`ceil(roi_height / oh) x ceil(roi_width / ow)` samples per bin. A static shape needs a bound:
+every RoI gets `max_sampling_ratio**2` sample slots per bin and the slots past its own grid
+weigh zero, so the result is torchvision's exactly while the grid fits the cap. A RoI whose
+grid exceeds the cap along an axis is sampled `max_sampling_ratio` times along that axis
+(evenly over the bin, as torchvision would with that ratio), so its cost stays bounded.
+
+Low-precision features (bfloat16, float16) are read in their own dtype, but every weighted
+term is accumulated in float32 and the sum rounded once, as torchvision's autocast does.
 """
 
 import math
@@ -55,18 +65,21 @@ def flat_padded(features: jax.Array) -> jax.Array:
     return padded.reshape((height + 1) * (width + 1), channels)
 
 
-def _axis_samples(start, length, bins: int, grid: int) -> jax.Array:
-    """Returns the [bins * grid] sample coordinates along one axis of a RoI.
+def axis_samples(start, length, bins: int, slots: int, grid) -> jax.Array:
+    """Returns the [bins * slots] sample coordinates along one axis of a RoI.
 
+    `grid` (<= `slots`, possibly traced) samples per bin are spread evenly over each bin;
+    slots from `grid` on hold coordinates past the bin, which the caller weighs zero.
     Written in torchvision's order of operations so that both round alike.
     """
     bin_size = length / bins
     p = jnp.arange(bins, dtype=bin_size.dtype)[:, None]
-    i = jnp.arange(grid, dtype=bin_size.dtype)[None, :]
-    return (start + p * bin_size + (i + 0.5) * bin_size / grid).reshape(-1)
+    i = jnp.arange(slots, dtype=bin_size.dtype)[None, :]
+    grid = jnp.asarray(grid, bin_size.dtype)
+    return (start + p * bin_size + (i + 0.5) * bin_size / jnp.maximum(grid, 1)).reshape(-1)
 
 
-def _axis_weights(coords: jax.Array, size) -> tuple[jax.Array, jax.Array, jax.Array]:
+def axis_weights(coords: jax.Array, size) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Returns (low index [S] int32, weight of low [S], weight of low + 1 [S]) for coords [S].
 
     torchvision's `bilinear_interpolate`: samples outside [-1, size] weigh nothing; negative
@@ -86,49 +99,146 @@ def _axis_weights(coords: jax.Array, size) -> tuple[jax.Array, jax.Array, jax.Ar
     )
 
 
+def accumulation_dtype(dtype) -> jnp.dtype:
+    """Returns the dtype sums are accumulated in: float32 for narrower floats, else `dtype`."""
+    return jnp.result_type(dtype, jnp.float32)
+
+
+# Terms gathered per fused step. Up to UNROLLED_TERMS terms (sampling ratios up to 4) are
+# unrolled into one loop; more (large adaptive caps) go through a fori_loop of chunks, so
+# compile time and the backward's update buffer stay bounded.
+TERMS_PER_CHUNK = 16
+UNROLLED_TERMS = 64
+
+
+def _chunked(index: jax.Array, weight: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Returns index, weight [K, ..., TERMS_PER_CHUNK]: the T terms in K chunks, zero-padded."""
+    terms = index.shape[-1]
+    chunks = -(-terms // TERMS_PER_CHUNK)
+    pad = [(0, 0)] * (index.ndim - 1) + [(0, chunks * TERMS_PER_CHUNK - terms)]
+    index, weight = jnp.pad(index, pad), jnp.pad(weight, pad)  # row 0 with weight 0
+
+    def split(a):  # [..., K * TERMS_PER_CHUNK] -> [K, ..., TERMS_PER_CHUNK]
+        a = a.reshape(*a.shape[:-1], chunks, TERMS_PER_CHUNK)
+        return jnp.moveaxis(a, -2, 0)
+
+    return split(index), split(weight)
+
+
+def _gather_sum(flat, index, weight, acc):
+    """Returns [..., C] in `acc`: the sum of T unrolled, fused gathers."""
+    out = jnp.zeros((*index.shape[:-1], flat.shape[-1]), acc)
+    for t in range(index.shape[-1]):
+        rows = flat.at[index[..., t]].get(mode="promise_in_bounds").astype(acc)
+        out = out + rows * weight[..., t, None].astype(acc)
+    return out
+
+
 @jax.custom_vjp
 def weighted_gather(flat: jax.Array, index: jax.Array, weight: jax.Array) -> jax.Array:
-    """Returns [..., C]: `sum_t weight[..., t] * flat[index[..., t]]`.
+    """Returns [..., C] in `flat.dtype`: `sum_t weight[..., t] * flat[index[..., t]]`.
 
     Args:
       flat: [P, C] rows to read.
       index: [..., T] int32 rows of `flat`, all in range.
-      weight: [..., T] their weights.
+      weight: [..., T] their weights (float32).
 
     The sum is written as T separate gathers so that XLA fuses them with the multiply-adds
     into one loop: a single [..., T, C] gather followed by a reduction would be written to
-    memory first, which is several times slower on CPU. The backward is one scatter-add of
-    all T terms in float32 (XLA would emit one scatter per term, and bf16 scatter-adds are
-    slow), cast back to `flat.dtype`.
+    memory first, which is several times slower on CPU. The terms are accumulated in float32
+    (or wider) and rounded to `flat.dtype` once (torchvision's autocast: float32 compute,
+    one rounding). The backward is a scatter-add of the terms in float32 (XLA would emit
+    one scatter per term, and bf16 scatter-adds are slow), cast back to `flat.dtype`: one
+    scatter for up to 16 terms (sampling ratio 2), else one per chunk of 16.
     """
-    out = jnp.zeros((*index.shape[:-1], flat.shape[-1]), flat.dtype)
-    for t in range(index.shape[-1]):
-        rows = flat.at[index[..., t]].get(mode="promise_in_bounds")
-        out = out + rows * weight[..., t, None].astype(flat.dtype)
-    return out
+    acc = accumulation_dtype(flat.dtype)
+    if index.shape[-1] <= UNROLLED_TERMS:
+        return _gather_sum(flat, index, weight, acc).astype(flat.dtype)
+    index, weight = _chunked(index, weight)
+
+    def step(k, out):
+        return out + _gather_sum(flat, index[k], weight[k], acc)
+
+    out = jnp.zeros((*index.shape[1:-1], flat.shape[-1]), acc)
+    return jax.lax.fori_loop(0, index.shape[0], step, out).astype(flat.dtype)
 
 
 def _weighted_gather_fwd(flat, index, weight):
     return weighted_gather(flat, index, weight), (flat, index, weight)
 
 
+def _scatter_chunk(d_flat, flat, index, weight, cotangent):
+    """Returns (d_flat plus the chunk's terms, d_weight [..., T]) for one chunk of terms."""
+    channels = flat.shape[-1]
+    updates = weight[..., None].astype(d_flat.dtype) * cotangent[..., None, :]  # [..., T, C]
+    d_flat = d_flat.at[index.reshape(-1)].add(
+        updates.reshape(-1, channels), mode="promise_in_bounds"
+    )
+    rows = flat.at[index].get(mode="promise_in_bounds").astype(d_flat.dtype)  # [..., T, C]
+    return d_flat, jnp.einsum("...tc,...c->...t", rows, cotangent)
+
+
 def _weighted_gather_bwd(residuals, cotangent):
     flat, index, weight = residuals
-    channels = flat.shape[-1]
-    cotangent = cotangent.astype(jnp.float32)
-    updates = weight[..., None].astype(jnp.float32) * cotangent[..., None, :]  # [..., T, C]
-    d_flat = (
-        jnp.zeros(flat.shape, jnp.float32)
-        .at[index.reshape(-1)]
-        .add(updates.reshape(-1, channels), mode="promise_in_bounds")
-        .astype(flat.dtype)
-    )
-    rows = flat.at[index].get(mode="promise_in_bounds").astype(jnp.float32)  # [..., T, C]
-    d_weight = jnp.einsum("...tc,...c->...t", rows, cotangent)
-    return d_flat, None, d_weight.astype(weight.dtype)
+    acc = accumulation_dtype(flat.dtype)
+    cotangent = cotangent.astype(acc)
+    d_flat = jnp.zeros(flat.shape, acc)
+    terms = index.shape[-1]
+    if terms <= TERMS_PER_CHUNK:
+        d_flat, d_weight = _scatter_chunk(d_flat, flat, index, weight, cotangent)
+    else:
+        chunked_index, chunked_weight = _chunked(index, weight)
+
+        def step(d_flat, chunk):
+            return _scatter_chunk(d_flat, flat, chunk[0], chunk[1], cotangent)
+
+        d_flat, d_weight = jax.lax.scan(step, d_flat, (chunked_index, chunked_weight))
+        d_weight = jnp.moveaxis(d_weight, 0, -2).reshape(*index.shape[:-1], -1)[..., :terms]
+    return d_flat.astype(flat.dtype), None, d_weight.astype(weight.dtype)
 
 
 weighted_gather.defvjp(_weighted_gather_fwd, _weighted_gather_bwd)
+
+
+def adaptive_sampling_grid(
+    boxes: ArrayLike,
+    output_size: int | Sequence[int],
+    *,
+    spatial_scale: float = 1.0,
+    aligned: bool = False,
+) -> jax.Array:
+    """Returns [R, 2] int32: torchvision's adaptive samples per bin (rows, cols) of each RoI.
+
+    `ceil(roi_height / oh)` and `ceil(roi_width / ow)` for boxes [R, 4] xyxy in input pixels,
+    the grid `roi_align(..., sampling_ratio=-1)` uses (before `max_sampling_ratio` caps it);
+    0 for an empty aligned RoI, which then pools to 0.
+    """
+    boxes = jnp.asarray(boxes)
+    check_rois(boxes)
+    out_h, out_w = normalize_output_size(output_size)
+    boxes = boxes.astype(jnp.result_type(boxes.dtype, jnp.float32))
+    roi_h, roi_w = roi_extent(boxes, jnp.asarray(spatial_scale, boxes.dtype), aligned)
+    grid = jnp.stack([jnp.ceil(roi_h / out_h), jnp.ceil(roi_w / out_w)], axis=-1)
+    return jnp.maximum(grid, 0).astype(jnp.int32)
+
+
+def roi_start(box: jax.Array, spatial_scale: jax.Array, aligned: bool) -> jax.Array:
+    """Returns [..., 4] the box on the map, shifted by half a pixel when `aligned`."""
+    return box * spatial_scale - (0.5 if aligned else 0.0)
+
+
+def roi_extent(box, spatial_scale, aligned: bool) -> tuple[jax.Array, jax.Array]:
+    """Returns (roi_height, roi_width) [...] on the map, at least 1 unless `aligned`."""
+    x1, y1, x2, y2 = jnp.moveaxis(roi_start(box, spatial_scale, aligned), -1, 0)
+    roi_w, roi_h = x2 - x1, y2 - y1
+    if not aligned:
+        roi_w, roi_h = jnp.maximum(roi_w, 1.0), jnp.maximum(roi_h, 1.0)
+    return roi_h, roi_w
+
+
+def sample_slots(sampling_ratio: int, max_sampling_ratio: int) -> int:
+    """Returns the static samples per bin and axis: the ratio, or the cap when adaptive."""
+    return sampling_ratio if sampling_ratio > 0 else max_sampling_ratio
 
 
 def roi_sample_points(
@@ -141,46 +251,72 @@ def roi_sample_points(
     output_size: tuple[int, int],
     sampling_ratio: int,
     aligned: bool,
+    max_sampling_ratio: int = 1,
+    grid: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Returns (index [oh, ow, T] int32, weight [oh, ow, T]) of one RoI's bilinear samples.
 
-    T = 4 * sampling_ratio**2: the four neighbours of each of the bin's samples, as rows of a
-    flat padded buffer (see module doc). The weights include the 1 / sampling_ratio**2 of
-    the bin average, so `weighted_gather(flat, index, weight)` is the RoI's output.
+    T = 4 * S**2 with S = `sample_slots(sampling_ratio, max_sampling_ratio)`: the four
+    neighbours of each of the bin's sample slots, as rows of a flat padded buffer (see module
+    doc). The weights include the 1 / (samples per bin) of the bin average, and are zero for
+    the slots past an adaptive grid, so `weighted_gather(flat, index, weight)` is the RoI's
+    output.
 
     Args:
       box: [4] xyxy, input pixels.
       base, height, width: int scalars, where the RoI's map starts in the buffer, its H and W.
       spatial_scale: float scalar, map pixels per input pixel.
+      grid: optional [2] int (rows, cols) samples per bin replacing the adaptive grid (when
+        `sampling_ratio <= 0`), for a RoI given in another frame than its grid's; capped too.
     """
     out_h, out_w = output_size
-    g = sampling_ratio
-    offset = 0.5 if aligned else 0.0
-    x1, y1, x2, y2 = box * spatial_scale - offset
-    roi_w, roi_h = x2 - x1, y2 - y1
-    if not aligned:
-        roi_w, roi_h = jnp.maximum(roi_w, 1.0), jnp.maximum(roi_h, 1.0)
-    y_low, y_w0, y_w1 = _axis_weights(_axis_samples(y1, roi_h, out_h, g), height)
-    x_low, x_w0, x_w1 = _axis_weights(_axis_samples(x1, roi_w, out_w, g), width)
+    slots = sample_slots(sampling_ratio, max_sampling_ratio)
+    x1, y1, _, _ = roi_start(box, spatial_scale, aligned)
+    roi_h, roi_w = roi_extent(box, spatial_scale, aligned)
+    if sampling_ratio > 0:
+        grid_h = grid_w = jnp.asarray(sampling_ratio, box.dtype)
+    else:
+        if grid is None:
+            grid_h, grid_w = jnp.ceil(roi_h / out_h), jnp.ceil(roi_w / out_w)
+        else:
+            grid_h, grid_w = jnp.asarray(grid, box.dtype)
+        grid_h = jnp.clip(grid_h, 0, max_sampling_ratio)
+        grid_w = jnp.clip(grid_w, 0, max_sampling_ratio)
+    y_low, y_w0, y_w1 = axis_weights(axis_samples(y1, roi_h, out_h, slots, grid_h), height)
+    x_low, x_w0, x_w1 = axis_weights(axis_samples(x1, roi_w, out_w, slots, grid_w), width)
+    if sampling_ratio <= 0:
+        # Slots past the RoI's own grid weigh nothing; torchvision divides by the samples it
+        # took, at least one (an empty aligned RoI pools to 0).
+        used_h = jnp.tile(jnp.arange(slots) < grid_h, out_h)  # [oh * S]
+        used_w = jnp.tile(jnp.arange(slots) < grid_w, out_w)  # [ow * S]
+        y_w0, y_w1 = jnp.where(used_h, y_w0, 0.0), jnp.where(used_h, y_w1, 0.0)
+        x_w0, x_w1 = jnp.where(used_w, x_w0, 0.0), jnp.where(used_w, x_w1, 0.0)
+    scale = 1.0 / jnp.maximum(grid_h * grid_w, 1.0)
 
     stride = width + 1
-    top_left = base + y_low[:, None] * stride + x_low[None, :]  # [oh * g, ow * g]
+    top_left = base + y_low[:, None] * stride + x_low[None, :]  # [oh * S, ow * S]
     index = jnp.stack([top_left, top_left + 1, top_left + stride, top_left + stride + 1], -1)
-    weight = jnp.stack(
-        [
-            y_w0[:, None] * x_w0[None, :],
-            y_w0[:, None] * x_w1[None, :],
-            y_w1[:, None] * x_w0[None, :],
-            y_w1[:, None] * x_w1[None, :],
-        ],
-        axis=-1,
-    ) * (1.0 / (g * g))  # [oh * g, ow * g, 4]
+    weight = (
+        jnp.stack(
+            [
+                y_w0[:, None] * x_w0[None, :],
+                y_w0[:, None] * x_w1[None, :],
+                y_w1[:, None] * x_w0[None, :],
+                y_w1[:, None] * x_w1[None, :],
+            ],
+            axis=-1,
+        )
+        * scale
+    )  # [oh * S, ow * S, 4]
 
-    def per_bin(a):  # [oh * g, ow * g, 4] -> [oh, ow, g * g * 4]
-        a = a.reshape(out_h, g, out_w, g, 4).transpose(0, 2, 1, 3, 4)
-        return a.reshape(out_h, out_w, g * g * 4)
+    def per_bin(a):  # [oh * S, ow * S, 4] -> [oh, ow, S * S * 4]
+        a = a.reshape(out_h, slots, out_w, slots, 4).transpose(0, 2, 1, 3, 4)
+        return a.reshape(out_h, out_w, slots * slots * 4)
 
     return per_bin(index), per_bin(weight)
+
+
+DEFAULT_MAX_SAMPLING_RATIO = 4
 
 
 def roi_align(
@@ -189,8 +325,9 @@ def roi_align(
     output_size: int | Sequence[int],
     *,
     spatial_scale: float = 1.0,
-    sampling_ratio: int = 2,
-    aligned: bool = True,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+    max_sampling_ratio: int = DEFAULT_MAX_SAMPLING_RATIO,
 ) -> jax.Array:
     """Returns [R, oh, ow, C]: each RoI of `boxes` pooled from `features` by bilinear sampling.
 
@@ -199,23 +336,29 @@ def roi_align(
       boxes: [R, 4] xyxy in input pixels; `spatial_scale` maps them onto `features`.
       output_size: oh and ow, an int or a pair.
       spatial_scale: feature pixels per input pixel, e.g. 1/16 for a stride-16 map.
-      sampling_ratio: samples per bin along each axis (>= 1; a fixed grid keeps shapes static).
+      sampling_ratio: samples per bin along each axis; <= 0 (torchvision's default -1) is
+        adaptive, `ceil(roi_size / output_size)` per RoI and axis, up to `max_sampling_ratio`.
       aligned: shift boxes by half a pixel so that pixel centres sit at integer + 0.5
-        (Detectron2's RoIAlignV2). `False` reproduces the original Mask R-CNN.
+        (Detectron2's RoIAlignV2). `False` (torchvision's default) reproduces the original
+        Mask R-CNN.
+      max_sampling_ratio: static cap of the adaptive grid (ignored for a fixed ratio). Exact
+        while a RoI's grid fits; past it the RoI takes this many samples along that axis.
+        The cost of adaptive sampling is that of a fixed ratio of this value.
 
-    Same numbers as `torchvision.ops.roi_align(features, [boxes], output_size, spatial_scale,
-    sampling_ratio, aligned)` with NCHW transposed to NHWC. Gradients flow to `features` (the
-    same as torchvision's backward) and, piecewise, to `boxes` (torchvision gives none).
-    Batch over images with `jax.vmap`.
+    The defaults are torchvision's. Same numbers as `torchvision.ops.roi_align(features,
+    [boxes], output_size, spatial_scale, sampling_ratio, aligned)` with NCHW transposed to
+    NHWC; bfloat16 / float16 features accumulate in float32 and round once (torchvision's
+    autocast result). Gradients flow to `features` (the same as torchvision's backward) and,
+    piecewise, to `boxes` (torchvision gives none). Batch over images with `jax.vmap`.
     """
     features, boxes = jnp.asarray(features), jnp.asarray(boxes)
     check_features(features)
     check_rois(boxes)
     output_size = normalize_output_size(output_size)
-    check_sampling(spatial_scale, sampling_ratio)
+    check_sampling(spatial_scale, sampling_ratio, max_sampling_ratio)
     height, width, _ = features.shape
     flat = flat_padded(features)
-    boxes = boxes.astype(jnp.result_type(features.dtype, jnp.float32))
+    boxes = boxes.astype(accumulation_dtype(features.dtype))
 
     def one(box):
         return roi_sample_points(
@@ -227,18 +370,25 @@ def roi_align(
             output_size=output_size,
             sampling_ratio=sampling_ratio,
             aligned=aligned,
+            max_sampling_ratio=max_sampling_ratio,
         )
 
     index, weight = jax.vmap(one)(boxes)  # [R, oh, ow, T] each
     return weighted_gather(flat, index, weight)
 
 
-def check_sampling(spatial_scale: float, sampling_ratio: int) -> None:
-    """Raises ValueError for a non-positive scale or a sampling ratio below 1."""
-    if not isinstance(sampling_ratio, int) or sampling_ratio < 1:
+def check_sampling(
+    spatial_scale: float, sampling_ratio: int, max_sampling_ratio: int = DEFAULT_MAX_SAMPLING_RATIO
+) -> None:
+    """Raises ValueError for a non-positive scale, a non-int ratio, or a cap below 1."""
+    if not isinstance(sampling_ratio, int) or isinstance(sampling_ratio, bool):
         raise ValueError(
-            f"sampling_ratio must be an int >= 1, got {sampling_ratio!r}: torchvision's adaptive "
-            "sampling (<= 0) gives each RoI its own grid, which has no static shape"
+            f"sampling_ratio must be an int (>= 1 fixed, <= 0 adaptive), got {sampling_ratio!r}"
+        )
+    if sampling_ratio <= 0 and (not isinstance(max_sampling_ratio, int) or max_sampling_ratio < 1):
+        raise ValueError(
+            f"max_sampling_ratio must be an int >= 1 (the static cap of adaptive sampling, "
+            f"sampling_ratio={sampling_ratio}), got {max_sampling_ratio!r}"
         )
     if not spatial_scale > 0:
         raise ValueError(f"spatial_scale must be > 0, got {spatial_scale!r}")
@@ -316,6 +466,7 @@ def multiscale_roi_align(
     scales: Sequence[float],
     sampling_ratio: int = 2,
     aligned: bool = False,
+    max_sampling_ratio: int = DEFAULT_MAX_SAMPLING_RATIO,
     canonical_scale: float = 224.0,
     canonical_level: int = 4,
 ) -> jax.Array:
@@ -326,7 +477,10 @@ def multiscale_roi_align(
       boxes: [R, 4] xyxy in input pixels.
       output_size: oh and ow.
       scales: L spatial scales, 2**-level each (1/4, 1/8, 1/16, 1/32 for P2..P5).
-      sampling_ratio, aligned: as in `roi_align`; `aligned=False` is torchvision's default.
+      sampling_ratio, aligned, max_sampling_ratio: as in `roi_align`; torchvision's
+        `MultiScaleRoIAlign` has no `aligned` (always False) and Mask R-CNN builds it with
+        `sampling_ratio=2`. Adaptive sampling (<= 0) with `aligned=True` is detectron2's
+        ROIAlignV2 pooler.
       canonical_scale, canonical_level: a box of sqrt(area) = 224 maps to level 4.
 
     Same numbers as torchvision's `MultiScaleRoIAlign`. Every RoI reads only its own level:
@@ -336,9 +490,9 @@ def multiscale_roi_align(
     boxes = jnp.asarray(boxes)
     output_size = normalize_output_size(output_size)
     for s in scales:
-        check_sampling(s, sampling_ratio)
+        check_sampling(s, sampling_ratio, max_sampling_ratio)
     dtype = jnp.result_type(*levels)
-    boxes = boxes.astype(jnp.result_type(dtype, jnp.float32))
+    boxes = boxes.astype(accumulation_dtype(dtype))
     level = assign_levels(
         levels, boxes, scales, canonical_scale=canonical_scale, canonical_level=canonical_level
     )
@@ -359,6 +513,7 @@ def multiscale_roi_align(
             output_size=output_size,
             sampling_ratio=sampling_ratio,
             aligned=aligned,
+            max_sampling_ratio=max_sampling_ratio,
         )
 
     index, weight = jax.vmap(one)(boxes, level)

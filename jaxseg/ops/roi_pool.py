@@ -52,16 +52,75 @@ def _pool_one_roi(
     cols = jnp.arange(width)
     in_row = (rows[None, :] >= h_lo[:, None]) & (rows[None, :] < h_hi[:, None])  # [oh, H]
     in_col = (cols[None, :] >= w_lo[:, None]) & (cols[None, :] < w_hi[:, None])  # [ow, W]
-    lowest = jnp.finfo(features.dtype).min  # torchvision starts from -FLT_MAX
+    bin_max = _bin_max(features, in_row, in_col)  # [oh, ow, C]
+    empty = (h_hi <= h_lo)[:, None] | (w_hi <= w_lo)[None, :]  # [oh, ow]
+    return jnp.where(empty[..., None], jnp.zeros_like(bin_max), bin_max)
+
+
+@jax.custom_vjp
+def _bin_max(features: jax.Array, in_row: jax.Array, in_col: jax.Array) -> jax.Array:
+    """Returns [oh, ow, C]: the max of `features` [H, W, C] over each bin's rows and columns.
+
+    in_row: [oh, H] and in_col: [ow, W] bool, the rows and columns of each bin. A bin with no
+    value above -FLT_MAX (torchvision's start) gives -FLT_MAX.
+    """
+    lowest = jnp.finfo(features.dtype).min
     # The max is separable: over the columns of each bin first, then over its rows.
     col_max = jnp.max(
         jnp.where(in_col[None, :, :, None], features[:, None, :, :], lowest), axis=2
     )  # [H, ow, C]
-    bin_max = jnp.max(
+    return jnp.max(
         jnp.where(in_row[:, :, None, None], col_max[None, :, :, :], lowest), axis=1
     )  # [oh, ow, C]
-    empty = (h_hi <= h_lo)[:, None] | (w_hi <= w_lo)[None, :]  # [oh, ow]
-    return jnp.where(empty[..., None], jnp.zeros_like(bin_max), bin_max)
+
+
+def _bin_max_fwd(features, in_row, in_col):
+    bin_max = _bin_max(features, in_row, in_col)
+    return bin_max, (features, in_row, in_col, bin_max)
+
+
+def _bin_max_bwd(residuals, cotangent):
+    """Sends each bin's cotangent to its first maximum in torchvision's scan order (rows,
+    then columns), not spread over tied maxima as a max's derivative would (ReLU maps tie
+    often, at 0)."""
+    features, in_row, in_col, bin_max = residuals
+    height, width, channels = features.shape
+    lowest = jnp.finfo(features.dtype).min
+    col_max = jnp.max(
+        jnp.where(in_col[None, :, :, None], features[:, None, :, :], lowest), axis=2
+    )  # [H, ow, C]
+    # The first column holding each row's maximum, then the first row holding the bin's:
+    # together the first maximum in scan order. Minimum of indices, not argmax: plain
+    # reductions, which XLA vectorises.
+    cols = jnp.arange(width)[None, None, :, None]
+    first_col = jnp.min(
+        jnp.where(
+            in_col[None, :, :, None] & (features[:, None, :, :] == col_max[:, :, None, :]),
+            cols,
+            width,
+        ),
+        axis=2,
+    )  # [H, ow, C]
+    rows = jnp.arange(height)[None, :, None, None]
+    first_row = jnp.min(
+        jnp.where(in_row[:, :, None, None] & (col_max[None] == bin_max[:, None]), rows, height),
+        axis=1,
+    )  # [oh, ow, C]
+    row = jnp.minimum(first_row, height - 1)
+    out_w = in_col.shape[0]
+    col = first_col[row, jnp.arange(out_w)[None, :, None], jnp.arange(channels)]  # [oh, ow, C]
+    # torchvision takes only values above -FLT_MAX: a bin without any has no gradient.
+    found = bin_max > lowest
+    d_features = (
+        jnp.zeros(features.shape, jnp.result_type(features.dtype, jnp.float32))
+        .at[row, jnp.minimum(col, width - 1), jnp.arange(channels)]
+        .add(jnp.where(found, cotangent, 0.0))
+        .astype(features.dtype)
+    )
+    return d_features, None, None
+
+
+_bin_max.defvjp(_bin_max_fwd, _bin_max_bwd)
 
 
 def roi_pool(
@@ -81,8 +140,9 @@ def roi_pool(
 
     Same numbers as `torchvision.ops.roi_pool` (NCHW transposed to NHWC): corners rounded
     half away from zero, RoI sizes `max(x2 - x1 + 1, 1)`, bins floor/ceil, empty bins 0.
-    Gradients flow to the maximum of each bin. Cost O(R * H * W * ow * C): every RoI scans
-    the whole map with masks, which keeps shapes static.
+    Gradients flow to the maximum of each bin, all to the first one in scan order where
+    several tie (torchvision's argmax; ReLU maps tie often, at 0). Cost O(R * H * W * ow * C):
+    every RoI scans the whole map with masks, which keeps shapes static.
     """
     features, boxes = jnp.asarray(features), jnp.asarray(boxes)
     check_features(features)

@@ -80,3 +80,76 @@ def test_bad_shapes_raise():
         ops.box_iou(np.zeros((4,)), np.zeros((2, 4)))
     with pytest.raises(ValueError, match=r"\[\.\.\., 4\]"):
         ops.box_area(np.zeros((3, 5)))
+
+
+TORCH_DTYPES = {
+    "uint8": torch.uint8,
+    "int8": torch.int8,
+    "int16": torch.int16,
+    "int32": torch.int32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+}
+
+
+@pytest.mark.parametrize("dtype", list(TORCH_DTYPES))
+def test_area_and_iou_widen_like_torchvision(dtype):
+    # Coordinates that fit every dtype but whose areas do not fit int8 / int16 / float16
+    # (255 x 255 > 65504 overflows float16 to inf).
+    top = 255 if dtype == "uint8" else 127
+    boxes = np.array([[0, 0, top, top], [10, 20, 100, 120], [3, 3, 3, 9], [50, 40, top, 90]])
+    ours = jnp.asarray(boxes).astype(dtype)
+    theirs = torch.from_numpy(boxes).to(TORCH_DTYPES[dtype])
+    area = jax.jit(ops.box_area)(ours)
+    iou = jax.jit(ops.box_iou)(ours, ours[:3])
+    ref_area = torchvision.ops.box_area(theirs)
+    ref_iou = torchvision.ops.box_iou(theirs, theirs[:3])
+    assert str(area.dtype) == str(ref_area.dtype).removeprefix("torch.")
+    assert str(iou.dtype) == str(ref_iou.dtype).removeprefix("torch.")
+    np.testing.assert_array_equal(np.asarray(area, np.float64), ref_area.double().numpy())
+    exact = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    np.testing.assert_array_equal(np.asarray(area, np.float64), exact)  # no overflow
+    ref = ref_iou.double().numpy()
+    if dtype == "uint8":
+        # torchvision subtracts uint8 corners before widening: a disjoint pair wraps around.
+        ref = torchvision.ops.box_iou(theirs.int(), theirs[:3].int()).double().numpy()
+    np.testing.assert_allclose(np.asarray(iou, np.float64), np.nan_to_num(ref), rtol=1e-6)
+
+
+def test_float16_area_does_not_overflow():
+    boxes = jnp.array([[0.0, 0.0, 300.0, 300.0], [0.0, 0.0, 256.0, 256.0]], jnp.float16)
+    np.testing.assert_array_equal(ops.box_area(boxes), [90000.0, 65536.0])
+    iou = ops.box_iou(boxes, boxes)
+    assert iou.dtype == jnp.float32
+    np.testing.assert_allclose(iou, [[1.0, 65536 / 90000], [65536 / 90000, 1.0]], rtol=1e-7)
+
+
+def test_int8_iou_where_torchvision_wraps():
+    # torchvision subtracts int8 corners in int8: 100 - (-100) wraps to -56 and the IoU of a
+    # box with itself comes out 0. jaxseg widens first.
+    boxes = np.array([[-100, -100, 100, 100], [0, 0, 100, 100]], np.int8)
+    t = torch.from_numpy(boxes)
+    assert torchvision.ops.box_iou(t, t)[0, 0] == 0.0
+    np.testing.assert_allclose(ops.box_iou(boxes, boxes), [[1.0, 0.25], [0.25, 1.0]])
+    np.testing.assert_allclose(
+        torchvision.ops.box_iou(t.int(), t.int()), [[1.0, 0.25], [0.25, 1.0]]
+    )
+
+
+@pytest.mark.parametrize("dtype", list(TORCH_DTYPES))
+def test_conversions_and_clip_keep_torchvisions_dtypes(dtype):
+    boxes = np.array([[0, 2, 10, 12], [4, 3, 7, 9]])
+    ours = jnp.asarray(boxes).astype(dtype)
+    theirs = torch.from_numpy(boxes).to(TORCH_DTYPES[dtype])
+
+    def same_dtype(a, t):
+        assert str(a.dtype) == str(t.dtype).removeprefix("torch."), (a.dtype, t.dtype)
+
+    same_dtype(ops.box_xyxy_to_cxcywh(ours), torchvision.ops.box_convert(theirs, "xyxy", "cxcywh"))
+    same_dtype(ops.box_cxcywh_to_xyxy(ours), torchvision.ops.box_convert(theirs, "cxcywh", "xyxy"))
+    same_dtype(ops.clip_boxes(ours, (8, 8)), torchvision.ops.clip_boxes_to_image(theirs, (8, 8)))
+    np.testing.assert_array_equal(
+        np.asarray(ops.clip_boxes(ours, (8, 8)), np.float64),
+        torchvision.ops.clip_boxes_to_image(theirs, (8, 8)).double().numpy(),
+    )

@@ -99,3 +99,72 @@ def test_vmap_over_images_and_errors():
         ops.roi_pool(np.ones((4, 4, 1)), np.zeros((1, 4)), 2, spatial_scale=-1.0)
     with pytest.raises(ValueError, match="output_size"):
         ops.roi_pool(np.ones((4, 4, 1)), np.zeros((1, 4)), (2, 0))
+
+
+def torch_roi_pool_grad(features, boxes, output_size, scale, cotangent):
+    f = torch.from_numpy(np.array(features)).permute(2, 0, 1)[None].clone().requires_grad_()
+    out = torchvision.ops.roi_pool(f, [torch.from_numpy(boxes)], output_size, scale)
+    out.backward(torch.from_numpy(cotangent).permute(0, 3, 1, 2))
+    return f.grad[0].permute(1, 2, 0).numpy()
+
+
+def test_tied_maxima_send_the_gradient_to_the_first_in_scan_order():
+    # A bin of equal values (a ReLU map of zeros): torchvision's argmax keeps the first
+    # maximum, row by row, so all of the bin's gradient lands on its top-left pixel.
+    features = np.zeros((4, 6, 1), np.float32)
+    features[3, 5] = 1.0
+    grad = jax.jit(jax.grad(lambda f: ops.roi_pool(f, [[0.0, 0.0, 5.0, 3.0]], (2, 3)).sum()))(
+        features
+    )
+    expected = np.zeros((4, 6, 1), np.float32)
+    expected[[0, 0, 0, 2, 2], [0, 2, 4, 0, 2], 0] = 1.0  # five tied bins, each at its first
+    expected[3, 5, 0] = 1.0  # the one bin with a unique maximum
+    np.testing.assert_array_equal(grad, expected)
+    ref = torch_roi_pool_grad(
+        features,
+        np.array([[0, 0, 5, 3]], np.float32),
+        (2, 3),
+        1.0,
+        np.ones((1, 2, 3, 1), np.float32),
+    )
+    np.testing.assert_array_equal(grad, ref)
+
+
+@pytest.mark.parametrize("spatial_scale", [1.0, 0.5])
+def test_tied_maxima_gradients_match_torchvision(spatial_scale):
+    # ReLU of small integers: most bins have ties, some rows tie within and across rows;
+    # overlapping RoIs and bins add up on shared pixels.
+    rng = np.random.default_rng(int(10 * spatial_scale))
+    features = np.maximum(rng.integers(-3, 3, size=(9, 11, 3)), 0).astype(np.float32)
+    extent = 11 / spatial_scale
+    xy = rng.uniform(-0.2 * extent, extent, size=(30, 2))
+    wh = rng.uniform(0, extent, size=(30, 2))
+    boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+    cotangent = rng.normal(size=(30, 3, 2, 3)).astype(np.float32)
+    grad = jax.jit(
+        jax.grad(
+            lambda f: jnp.sum(
+                ops.roi_pool(f, boxes, (3, 2), spatial_scale=spatial_scale) * cotangent
+            )
+        )
+    )(features)
+    ref = torch_roi_pool_grad(features, boxes, (3, 2), spatial_scale, cotangent)
+    np.testing.assert_allclose(grad, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_tied_maxima_in_multiscale_pool_match_torchvision():
+    rng = np.random.default_rng(21)
+    features = [
+        np.maximum(rng.integers(-2, 2, size=(s, s, 2)), 0).astype(np.float32) for s in (16, 8)
+    ]
+    boxes = np.array([[0, 0, 30, 30], [4, 4, 60, 50], [0, 0, 200, 200]], np.float32)
+    scales = [1 / 4, 1 / 8]
+    cotangent = rng.normal(size=(3, 2, 2, 2)).astype(np.float32)
+    grads = jax.grad(
+        lambda fs: jnp.sum(ops.multiscale_roi_pool(fs, boxes, 2, scales=scales) * cotangent)
+    )(features)
+    levels = np.asarray(ops.fpn_levels(boxes, min_level=2, max_level=3))
+    for lvl in range(2):
+        picked = levels == lvl
+        ref = torch_roi_pool_grad(features[lvl], boxes[picked], 2, scales[lvl], cotangent[picked])
+        np.testing.assert_allclose(grads[lvl], ref, rtol=1e-6, atol=1e-6)
