@@ -18,12 +18,14 @@ from jaxseg.ops.boxes import (
     small_boxes_mask,
 )
 from jaxseg.ops.masks import paste_masks_in_image, roi_mask_targets
-from jaxseg.ops.nms import batched_nms, nms
+from jaxseg.ops.nms import NMS_METHODS, batched_nms, nms
 from jaxseg.ops.roi_align import fpn_levels, multiscale_roi_align, roi_align
 from jaxseg.ops.roi_pool import multiscale_roi_pool, roi_pool
+from jaxseg.ops.tiled_nms import tiled_batched_nms, tiled_nms
 
 __all__ = [
     "BBOX_XFORM_CLIP",
+    "NMS_METHODS",
     "BoxCoder",
     "batched_nms",
     "box_area",
@@ -45,4 +47,6 @@ __all__ = [
     "roi_mask_targets",
     "roi_pool",
     "small_boxes_mask",
+    "tiled_batched_nms",
+    "tiled_nms",
 ]
