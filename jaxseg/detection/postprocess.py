@@ -40,8 +40,8 @@ def select_proposals(
       pre_nms_top_n: candidates kept per level before NMS (2000 train / 1000 test).
       post_nms_top_n: P, proposals kept after NMS.
       nms_threshold, min_size, score_threshold: 0.7, 1e-3 and 0.0 as torchvision.
-      nms: the NMS algorithm, 'auto' (greedy on CPU, tiled on GPU/TPU), 'greedy' or
-        'tiled' (see `jaxseg.ops.nms`); all keep the same proposals.
+      nms: the NMS algorithm, 'auto' (tiled on GPU/TPU; on CPU whichever is faster for
+        the counts), 'greedy' or 'tiled' (see `jaxseg.ops.nms`); all keep the same boxes.
 
     torchvision's `RegionProposalNetwork.filter_proposals`: per-level top-k by objectness,
     decode and clip, drop boxes smaller than `min_size` and probabilities below

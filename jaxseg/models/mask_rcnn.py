@@ -64,9 +64,10 @@ class MaskRCNN(nn.Module, kw_only=True):
       anchor_sizes, aspect_ratios: per level sizes (P2..P6) and shared ratios.
       rpn_*: see `RPN` (pre/post-NMS counts for training and test, NMS threshold,
         matching thresholds, sampled anchors per image and their positive fraction).
-      nms: the NMS algorithm of the RPN's proposals, 'auto' (greedy where the program is
-        lowered for CPU, tiled for GPU/TPU), 'greedy' or 'tiled'; all keep the same boxes
-        (see `jaxseg.ops.nms`). The detections' NMS takes 'auto'.
+      nms: the NMS algorithm of the RPN's proposals, 'auto' (tiled where the program is
+        lowered for GPU/TPU; on CPU greedy or tiled, whichever is faster for the counts),
+        'greedy' or 'tiled'; all keep the same boxes (see `jaxseg.ops.nms`). The
+        detections' NMS (in `RoIHeads`) uses 'auto'.
       pooler, sampling_ratio, aligned: the RoI pooler (see `pool_rois`).
       representation_size, mask_channels: box-head FC width, mask-head conv width.
       box_*: see `RoIHeads` (sampled RoIs per image, positive fraction, matching IoU,

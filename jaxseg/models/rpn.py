@@ -66,8 +66,9 @@ class RPN(nn.Module, kw_only=True):
       pre_nms_top_n_train, pre_nms_top_n_test: candidates per level before NMS.
       post_nms_top_n_train, post_nms_top_n_test: P, proposals per image (fixed).
       nms_threshold, min_size, score_threshold: proposal filtering.
-      nms: the proposal NMS algorithm, 'auto' (greedy on CPU, tiled on GPU/TPU), 'greedy'
-        or 'tiled' (see `jaxseg.ops.nms`); all keep the same proposals.
+      nms: the proposal NMS algorithm, 'auto' (tiled on GPU/TPU; on CPU whichever is
+        faster for the counts), 'greedy' or 'tiled' (see `jaxseg.ops.nms`); all keep the
+        same proposals.
       fg_iou_threshold, bg_iou_threshold: anchor matching (low-quality matches allowed).
       batch_size_per_image, positive_fraction: anchors sampled per image for the loss.
       smooth_l1_beta: of the box loss.

@@ -318,32 +318,36 @@ def _while_loops(fn, platform, *args):
     return exported.mlir_module().count("stablehlo.while")
 
 
-def test_auto_is_greedy_on_cpu_and_tiled_on_accelerators():
+@pytest.mark.parametrize("max_output_size", [76, 75])
+def test_auto_picks_by_platform_and_output_size(max_output_size):
+    """GPU/TPU: tiled. CPU: greedy if more than a quarter of the boxes may be kept, else tiled."""
     rng = np.random.default_rng(8)
     boxes = clustered_boxes(rng, 300)
     scores = rng.uniform(size=300).astype(np.float32)
     classes = rng.integers(0, 3, size=300)
 
     def single(method):
-        return lambda b, s: ops.nms(b, s, iou_threshold=0.5, max_output_size=100, method=method)
+        return lambda b, s: ops.nms(
+            b, s, iou_threshold=0.5, max_output_size=max_output_size, method=method
+        )
 
     def per_class(method):
         return lambda b, s, c: ops.batched_nms(
-            b, s, c, iou_threshold=0.5, max_output_size=100, method=method
+            b, s, c, iou_threshold=0.5, max_output_size=max_output_size, method=method
         )
 
     # greedy: one loop; tiled: an outer loop over tiles around the inner fixed-point loop.
     assert _while_loops(single("greedy"), "cpu", boxes, scores) == 1
     assert _while_loops(single("tiled"), "cpu", boxes, scores) == 2
+    on_cpu = 1 if max_output_size > 300 / 4 else 2
     for make, args in ((single, (boxes, scores)), (per_class, (boxes, scores, classes))):
-        assert _while_loops(make("auto"), "cpu", *args) == 1
+        assert _while_loops(make("auto"), "cpu", *args) == on_cpu
         assert _while_loops(make("auto"), "tpu", *args) == 2
         assert _while_loops(make("auto"), "cuda", *args) == 2
-    # And 'auto' computes the same thing.
-    np.testing.assert_array_equal(
-        kept(*jax.jit(single("auto"))(boxes, scores)),
-        kept(*jax.jit(single("tiled"))(boxes, scores)),
-    )
+        # And 'auto' computes the same thing.
+        np.testing.assert_array_equal(
+            kept(*jax.jit(make("auto"))(*args)), kept(*jax.jit(make("greedy"))(*args))
+        )
 
 
 def test_bad_method():
