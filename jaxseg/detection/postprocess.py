@@ -27,6 +27,7 @@ def select_proposals(
     nms_threshold: float = 0.7,
     min_size: float = 1e-3,
     score_threshold: float = 0.0,
+    nms: str = "auto",
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Returns (boxes [P, 4], scores [P], valid [P]) of one image, P = post_nms_top_n.
 
@@ -39,6 +40,8 @@ def select_proposals(
       pre_nms_top_n: candidates kept per level before NMS (2000 train / 1000 test).
       post_nms_top_n: P, proposals kept after NMS.
       nms_threshold, min_size, score_threshold: 0.7, 1e-3 and 0.0 as torchvision.
+      nms: the NMS algorithm, 'auto' (tiled on GPU/TPU; on CPU whichever is faster for
+        the counts), 'greedy' or 'tiled' (see `jaxseg.ops.nms`); all keep the same boxes.
 
     torchvision's `RegionProposalNetwork.filter_proposals`: per-level top-k by objectness,
     decode and clip, drop boxes smaller than `min_size` and probabilities below
@@ -77,6 +80,7 @@ def select_proposals(
         iou_threshold=nms_threshold,
         max_output_size=post_nms_top_n,
         valid=keep,
+        method=nms,
     )
     return (
         jnp.where(valid[:, None], boxes[index], 0.0),
@@ -97,6 +101,7 @@ def detect_boxes(
     detections_per_image: int = 100,
     min_size: float = 1e-2,
     weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
+    nms: str = "auto",
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Returns (boxes [D, 4], scores [D], classes [D] int32, valid [D]) of one image.
 
@@ -107,6 +112,7 @@ def detect_boxes(
       score_threshold, nms_threshold, detections_per_image, min_size: torchvision's
         0.05, 0.5, 100, 1e-2.
       weights: box coder weights.
+      nms: the NMS algorithm, as in `select_proposals`.
 
     torchvision's `RoIHeads.postprocess_detections`: softmax, class-specific decode and
     clip, drop background, scores <= threshold and small boxes, per-class NMS, keep the
@@ -137,6 +143,7 @@ def detect_boxes(
         iou_threshold=nms_threshold,
         max_output_size=detections_per_image,
         valid=keep,
+        method=nms,
     )
     return (
         jnp.where(valid[:, None], boxes[index], 0.0),

@@ -32,6 +32,7 @@ from jaxseg.models.fpn import FPN
 from jaxseg.models.resnet import ResNet, trainable_mask
 from jaxseg.models.roi_heads import RoIHeads
 from jaxseg.models.rpn import RPN
+from jaxseg.ops.nms import check_nms_method
 
 
 def sanitize_instances(gt: Instances, image_size: tuple[int, int]) -> Instances:
@@ -63,6 +64,10 @@ class MaskRCNN(nn.Module, kw_only=True):
       anchor_sizes, aspect_ratios: per level sizes (P2..P6) and shared ratios.
       rpn_*: see `RPN` (pre/post-NMS counts for training and test, NMS threshold,
         matching thresholds, sampled anchors per image and their positive fraction).
+      nms: the NMS algorithm of the RPN's proposals, 'auto' (tiled where the program is
+        lowered for GPU/TPU; on CPU greedy or tiled, whichever is faster for the counts),
+        'greedy' or 'tiled'; all keep the same boxes (see `jaxseg.ops.nms`). The
+        detections' NMS (in `RoIHeads`) uses 'auto'.
       pooler, sampling_ratio, aligned: the RoI pooler (see `pool_rois`).
       representation_size, mask_channels: box-head FC width, mask-head conv width.
       box_*: see `RoIHeads` (sampled RoIs per image, positive fraction, matching IoU,
@@ -91,6 +96,7 @@ class MaskRCNN(nn.Module, kw_only=True):
     rpn_bg_iou_threshold: float = 0.3
     rpn_batch_size_per_image: int = 256
     rpn_positive_fraction: float = 0.5
+    nms: str = "auto"
     pooler: str = "roi_align"
     sampling_ratio: int = 2
     aligned: bool = False
@@ -130,6 +136,7 @@ class MaskRCNN(nn.Module, kw_only=True):
             raise ValueError(f"MaskRCNN: images must be [B, H, W, 3], got {images.shape}")
         if self.num_classes < 1:
             raise ValueError(f"MaskRCNN: num_classes must be >= 1, got {self.num_classes}")
+        check_nms_method(self.nms, "MaskRCNN: nms")
         image_size = tuple(images.shape[1:3])
         if train:
             if gt is None:
@@ -165,6 +172,7 @@ class MaskRCNN(nn.Module, kw_only=True):
             bg_iou_threshold=self.rpn_bg_iou_threshold,
             batch_size_per_image=self.rpn_batch_size_per_image,
             positive_fraction=self.rpn_positive_fraction,
+            nms=self.nms,
             dtype=self.dtype,
             name="rpn",
         )(features, image_size, gt, train=train)

@@ -21,6 +21,7 @@ from jaxseg.detection.postprocess import select_proposals
 from jaxseg.detection.sampler import sample_balanced
 from jaxseg.detection.structures import Instances, Proposals
 from jaxseg.detection.targets import rpn_targets
+from jaxseg.ops.nms import check_nms_method
 
 _INIT = nn.initializers.normal(stddev=0.01)  # torchvision's RPNHead
 
@@ -65,6 +66,9 @@ class RPN(nn.Module, kw_only=True):
       pre_nms_top_n_train, pre_nms_top_n_test: candidates per level before NMS.
       post_nms_top_n_train, post_nms_top_n_test: P, proposals per image (fixed).
       nms_threshold, min_size, score_threshold: proposal filtering.
+      nms: the proposal NMS algorithm, 'auto' (tiled on GPU/TPU; on CPU whichever is
+        faster for the counts), 'greedy' or 'tiled' (see `jaxseg.ops.nms`); all keep the
+        same proposals.
       fg_iou_threshold, bg_iou_threshold: anchor matching (low-quality matches allowed).
       batch_size_per_image, positive_fraction: anchors sampled per image for the loss.
       smooth_l1_beta: of the box loss.
@@ -82,6 +86,7 @@ class RPN(nn.Module, kw_only=True):
     nms_threshold: float = 0.7
     min_size: float = 1e-3
     score_threshold: float = 0.0
+    nms: str = "auto"
     fg_iou_threshold: float = 0.7
     bg_iou_threshold: float = 0.3
     batch_size_per_image: int = 256
@@ -115,6 +120,7 @@ class RPN(nn.Module, kw_only=True):
                 f"RPN: need anchor sizes for each of the {len(features)} levels, got "
                 f"{len(self.anchor_sizes)}"
             )
+        check_nms_method(self.nms, "RPN: nms")
         num_anchors = len(self.anchor_sizes[0]) * len(self.aspect_ratios)
         head = RPNHead(num_anchors=num_anchors, dtype=self.dtype, name="head")
         outputs = head(features)
@@ -152,6 +158,7 @@ class RPN(nn.Module, kw_only=True):
                 nms_threshold=self.nms_threshold,
                 min_size=self.min_size,
                 score_threshold=self.score_threshold,
+                nms=self.nms,
             )
         )(objectness, deltas)
         proposals = Proposals(boxes=boxes, scores=scores, valid=valid)

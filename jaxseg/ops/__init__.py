@@ -22,7 +22,7 @@ from jaxseg.ops.masks import (
     paste_masks_in_image,
     roi_mask_targets,
 )
-from jaxseg.ops.nms import batched_nms, nms
+from jaxseg.ops.nms import NMS_METHODS, batched_nms, nms
 from jaxseg.ops.roi_align import (
     DEFAULT_MAX_SAMPLING_RATIO,
     adaptive_sampling_grid,
@@ -31,11 +31,13 @@ from jaxseg.ops.roi_align import (
     roi_align,
 )
 from jaxseg.ops.roi_pool import multiscale_roi_pool, roi_pool
+from jaxseg.ops.tiled_nms import tiled_batched_nms, tiled_nms
 
 __all__ = [
     "BBOX_XFORM_CLIP",
     "DEFAULT_MASK_MAX_SAMPLING_RATIO",
     "DEFAULT_MAX_SAMPLING_RATIO",
+    "NMS_METHODS",
     "BoxCoder",
     "adaptive_sampling_grid",
     "batched_nms",
@@ -58,4 +60,6 @@ __all__ = [
     "roi_mask_targets",
     "roi_pool",
     "small_boxes_mask",
+    "tiled_batched_nms",
+    "tiled_nms",
 ]
