@@ -512,6 +512,28 @@ def _instruction_bytes(module: Module, inst: Instruction) -> float:
     return reads + out
 
 
+def _op_name(module: Module, inst: Instruction, depth: int = 0) -> str:
+    """Returns the `op_name` of an instruction, or of what it comes from when it has none.
+
+    A fusion without one takes its fused root's; the end of an asynchronous copy or slice
+    (`copy-done`) that of the value it moves, marked `(async)`.
+    """
+    name = inst.op_name
+    if not name and inst.opcode == "fusion" and depth < 5:
+        for inner in reversed(module.computations.get(inst.attribute("calls") or "", [])):
+            if inner.op_name:
+                name = inner.op_name
+                break
+    if inst.opcode.endswith("-done") and inst.operands and depth < 5:
+        start = module.by_name.get(inst.operands[0])
+        if start is not None and not name:
+            name = start.op_name
+            if not name and start.operands and start.operands[0] in module.by_name:
+                name = _op_name(module, module.by_name[start.operands[0]], depth + 1)
+        name = f"{name}/{inst.opcode.removesuffix('-done')} (async)"
+    return name
+
+
 def traffic_by_op(module: Module, loops: list[WhileLoop]) -> list[dict]:
     """Returns the HBM bytes of each source op, most first.
 
@@ -532,7 +554,7 @@ def traffic_by_op(module: Module, loops: list[WhileLoop]) -> list[dict]:
             size = _instruction_bytes(module, inst)
             if size == 0:
                 continue
-            key = source_op(inst.op_name)
+            key = source_op(_op_name(module, inst))
             row = rows.setdefault(
                 key,
                 {
