@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from jaxseg.compile_report import analytic, hlo, target
-from jaxseg.compile_report.report import compile_report
+from jaxseg.compile_report.report import compile_report, make_report_task
 from jaxseg.compile_report.table import format_report
 from jaxseg.data import shapes
 from jaxseg.train.config import base_config
@@ -348,6 +348,17 @@ def test_unknown_topology_and_uneven_batches_are_refused():
     fake = target.Target("local", "cpu", jax.devices() * 2, None)
     with pytest.raises(ValueError, match="batch_size = 3"):
         compile_report(config, fake)
+
+
+def test_a_dataset_with_class_names_in_its_files_needs_the_class_count(monkeypatch):
+    config = tiny_mask_rcnn_config()
+    config.dataset.name = "coco"  # class names read from the prepared builder
+    config.dataset.config = ""
+    with pytest.raises(ValueError, match="--num_classes=80"):
+        make_report_task(config)
+    config.model.num_classes = 80
+    task = make_report_task(config)
+    assert task.num_classes == 80 and task.model.num_classes == 80
 
 
 def test_chip_facts_are_consistent():

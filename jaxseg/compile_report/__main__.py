@@ -24,6 +24,12 @@ _LOCAL = flags.DEFINE_bool("local", False, "Compile for this machine's own devic
 _OUTPUT = flags.DEFINE_string("output", None, "Write the report as JSON to this file.")
 _STEPS = flags.DEFINE_list("steps", ["train", "eval"], "Which steps to compile.")
 _TOP = flags.DEFINE_integer("top", 15, "Source ops of HBM traffic to list.")
+_NUM_CLASSES = flags.DEFINE_integer(
+    "num_classes",
+    None,
+    "The dataset's class count, for datasets whose class names live in their files (COCO: "
+    "80), which the report does not read; sets config.model.num_classes.",
+)
 _HLO_DIR = flags.DEFINE_string("hlo_dir", None, "Write each step's optimised HLO text here.")
 flags.mark_flags_as_required(["config"])
 
@@ -42,8 +48,12 @@ def main(argv):
     except MissingLibtpuError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    config = _CONFIG.value
+    if _NUM_CLASSES.value:
+        with config.unlocked():  # config_flags locks the config against new keys
+            config.model.num_classes = _NUM_CLASSES.value
     report = compile_report(
-        _CONFIG.value, target, steps=tuple(_STEPS.value), top=_TOP.value, hlo_dir=_HLO_DIR.value
+        config, target, steps=tuple(_STEPS.value), top=_TOP.value, hlo_dir=_HLO_DIR.value
     )
     print(format_report(report))
     if _OUTPUT.value:

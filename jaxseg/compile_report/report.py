@@ -65,8 +65,8 @@ def make_report_task(config: ml_collections.ConfigDict):
         if not num_classes:
             raise ValueError(
                 f"dataset {name!r} takes its class names from its prepared files, and the "
-                "compile report reads no data: give the class count, e.g. "
-                "--config.model.num_classes=80 for COCO"
+                "compile report reads no data: give the class count, e.g. --num_classes=80 "
+                "for COCO (config.model.num_classes)"
             ) from None
         names = tuple(f"class_{i}" for i in range(int(num_classes)))
         classes = catalog.ClassInfo(task or catalog.INSTANCE, names)
