@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 
 from jaxseg.compile_report import analytic, hlo, target
+from jaxseg.compile_report import loops as hlo_loops
+from jaxseg.compile_report import traffic as hlo_traffic
 from jaxseg.compile_report.report import compile_report, make_report_task
 from jaxseg.compile_report.table import format_report
 from jaxseg.data import shapes
@@ -176,7 +178,7 @@ def test_while_loop_bounds_from_the_compiled_program():
     x = jax.ShapeDtypeStruct((4, 8), jnp.float32)
     alive = jax.ShapeDtypeStruct((3, 13), jnp.bool_)
     text = jax.jit(fn).lower(x, alive).compile().as_text()
-    loops = hlo.while_loops(hlo.parse_module(text))
+    loops = hlo_loops.while_loops(hlo.parse_module(text))
     bounds = sorted((loop.trip_count_bound, loop.source) for loop in loops)
     assert (7, "known_trip_count") in bounds or (7, "induction_variable") in bounds
     assert (11, "induction_variable") in bounds
@@ -196,12 +198,12 @@ def test_nested_loops_multiply_and_traffic_adds_up():
 
     text = jax.jit(fn).lower(jax.ShapeDtypeStruct((16, 16), jnp.float32)).compile().as_text()
     module = hlo.parse_module(text)
-    loops = hlo.while_loops(module)
+    loops = hlo_loops.while_loops(module)
     if len(loops) < 2:
         pytest.skip(f"XLA unrolled the loops: {len(loops)} left")
     inner = max(loops, key=lambda loop: loop.executions)
     assert (inner.trip_count_bound, inner.executions, inner.iterations) == (3, 5, 15)
-    rows = hlo.traffic_by_op(module, loops)
+    rows = hlo_traffic.traffic_by_op(module, loops)
     assert rows == sorted(rows, key=lambda r: -r["bytes"])
     assert all(r["bytes_all_iterations"] >= r["bytes"] > 0 for r in rows)
     dot = [r for r in rows if r["op"].endswith("dot_general")]
@@ -219,11 +221,13 @@ def test_type_bytes_of_arrays_tuples_and_tpu_tiles():
 
 
 def test_source_op_strips_wrappers_and_tells_the_pass():
-    assert hlo.source_op("jit(train_step)/transpose(jvp(MaskRCNN))/roi_heads/_pool/mul") == (
+    assert hlo_traffic.source_op(
+        "jit(train_step)/transpose(jvp(MaskRCNN))/roi_heads/_pool/mul"
+    ) == (
         "MaskRCNN/roi_heads/_pool/mul",
         "backward",
     )
-    assert hlo.source_op("jit(train_step)/jvp(FCN)/backbone/vmap()/conv") == (
+    assert hlo_traffic.source_op("jit(train_step)/jvp(FCN)/backbone/vmap()/conv") == (
         "FCN/backbone/conv",
         "forward",
     )

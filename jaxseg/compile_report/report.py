@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxseg import data
-from jaxseg.compile_report import analytic, hlo
+from jaxseg.compile_report import analytic, hlo, loops, traffic
 from jaxseg.compile_report.target import Target
 from jaxseg.data import catalog
 from jaxseg.train import make_optimizer, make_schedule, prepare, sharding
@@ -211,14 +211,14 @@ def _analyse(
         with open(os.path.join(hlo_dir, f"{name}_step.hlo.txt"), "w") as f:
             f.write(text)
     module = hlo.parse_module(text)
-    loops = hlo.while_loops(module)
-    traffic = hlo.traffic_by_op(module, loops)
-    parsed_bytes = sum(r["bytes"] for r in traffic) * per_chip
-    for row in traffic:
+    found = loops.while_loops(module)
+    rows = traffic.traffic_by_op(module, found)
+    parsed_bytes = sum(r["bytes"] for r in rows) * per_chip
+    for row in rows:
         row["bytes"] *= per_chip
         row["bytes_all_iterations"] *= per_chip
         row["share"] = row["bytes"] / parsed_bytes if parsed_bytes else 0.0
-    bounded = [loop for loop in loops if loop.iterations is not None]
+    bounded = [loop for loop in found if loop.iterations is not None]
     return {
         "step": name,
         "global_batch": global_batch,
@@ -250,16 +250,16 @@ def _analyse(
         "while_loops": [
             {
                 "name": loop.name,
-                "op": hlo.source_op(loop.op_name)[0],
+                "op": traffic.source_op(loop.op_name)[0],
                 "trip_count_bound": loop.trip_count_bound,
                 "bound_from": loop.source,
                 "executions": loop.executions,
                 "iterations": loop.iterations,
             }
-            for loop in loops
+            for loop in found
         ],
         "sequential_depth": sum(loop.iterations for loop in bounded),
-        "loops_without_bound": len(loops) - len(bounded),
+        "loops_without_bound": len(found) - len(bounded),
         "loop_note": LOOP_NOTE,
         "hbm_traffic": {
             "parsed_bytes_per_chip": parsed_bytes,
@@ -270,7 +270,7 @@ def _analyse(
                 "removed; 'backward' where the op is under transpose); loop bodies once, and "
                 "bytes_all_iterations with their trip-count bounds"
             ),
-            "top": traffic[:top],
+            "top": rows[:top],
         },
     }
 
