@@ -16,8 +16,8 @@ from jaxseg.ops.roi_align import (
     roi_sample_points,
     roi_start,
     sample_slots,
-    weighted_gather,
 )
+from jaxseg.ops.weighted_gather import weighted_gather
 
 # Mask targets are cut at input resolution, where RoIs span many pixels per bin: a 28 x 28
 # target of a 448-pixel RoI needs 16 samples per bin. Exact up to that, bounded past it.
