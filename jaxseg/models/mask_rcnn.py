@@ -64,10 +64,10 @@ class MaskRCNN(nn.Module, kw_only=True):
       anchor_sizes, aspect_ratios: per level sizes (P2..P6) and shared ratios.
       rpn_*: see `RPN` (pre/post-NMS counts for training and test, NMS threshold,
         matching thresholds, sampled anchors per image and their positive fraction).
-      nms: the NMS algorithm of the RPN's proposals, 'auto' (tiled where the program is
-        lowered for GPU/TPU; on CPU greedy or tiled, whichever is faster for the counts),
-        'greedy' or 'tiled'; all keep the same boxes (see `jaxseg.ops.nms`). The
-        detections' NMS (in `RoIHeads`) uses 'auto'.
+      nms: the NMS algorithm of the RPN's proposals and of the detections' per-class NMS,
+        'auto' (tiled where the program is lowered for GPU/TPU; on CPU greedy or tiled,
+        whichever is faster for the counts), 'greedy' or 'tiled'; all keep the same boxes
+        (see `jaxseg.ops.nms`).
       pooler, sampling_ratio, aligned: the RoI pooler (see `pool_rois`).
       representation_size, mask_channels: box-head FC width, mask-head conv width.
       box_*: see `RoIHeads` (sampled RoIs per image, positive fraction, matching IoU,
@@ -189,6 +189,7 @@ class MaskRCNN(nn.Module, kw_only=True):
             mask_rois_per_image=self.mask_rois_per_image,
             score_threshold=self.box_score_threshold,
             nms_threshold=self.box_nms_threshold,
+            nms=self.nms,
             detections_per_image=self.detections_per_image,
             dtype=self.dtype,
             name="roi_heads",

@@ -95,6 +95,8 @@ class RoIHeads(nn.Module, kw_only=True):
       box_weights: box coder weights (10, 10, 5, 5).
       smooth_l1_beta: of the box loss.
       score_threshold, nms_threshold, detections_per_image: inference (0.05, 0.5, 100).
+      nms: the per-class NMS of the detections ('auto', 'greedy' or 'tiled'; see
+        `jaxseg.ops.nms`).
       mask_format: 'crop' or 'canvas', the layout of `Instances.masks`.
       dtype: compute dtype of the heads.
 
@@ -120,6 +122,7 @@ class RoIHeads(nn.Module, kw_only=True):
     score_threshold: float = 0.05
     nms_threshold: float = 0.5
     detections_per_image: int = 100
+    nms: str = "auto"
     dtype: Any = jnp.float32
 
     def _pool(self, features, boxes, image_size, size):
@@ -193,6 +196,7 @@ class RoIHeads(nn.Module, kw_only=True):
                     nms_threshold=self.nms_threshold,
                     detections_per_image=self.detections_per_image,
                     weights=self.box_weights,
+                    nms=self.nms,
                 )
             )(logits, deltas, proposals.boxes, proposals.valid)
             masks = jax.nn.sigmoid(mask_branch(boxes, classes))
