@@ -391,7 +391,7 @@ def torch_low_precision(features, boxes, output_size, ratio, dtype, *, backward_
     assert out.dtype == torch_dtype
     if backward_of is None:
         return out.permute(0, 2, 3, 1).float().detach().numpy()
-    out.backward(torch.from_numpy(backward_of).to(torch_dtype).permute(0, 3, 1, 2))
+    out.backward(torch.from_numpy(np.array(backward_of)).to(torch_dtype).permute(0, 3, 1, 2))
     assert f.grad.dtype == torch_dtype
     return f.grad[0].permute(1, 2, 0).float().numpy()
 
