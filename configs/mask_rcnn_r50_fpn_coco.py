@@ -19,8 +19,8 @@ lr steps at 16 and 22, on 8 GPUs); it has not been reproduced with jaxseg.
 
 detectron2's R50-FPN 1x (38.6 / 35.2) differs in, as overrides:
   --config.model.aligned=True              # RoIAlign with the half-pixel shift
-  sampling_ratio 0 (adaptive, ceil(roi / bin) samples): data-dependent shapes, so not
-    supported; jaxseg keeps a fixed ratio (--config.model.sampling_ratio=2, or 4)
+  --config.model.sampling_ratio=-1         # adaptive ceil(roi / bin) samples, under a
+                                           # static cap of 4 per axis (exact below it)
   --config.model.rpn_post_nms_top_n_train=1000   # detectron2 keeps 1000 per image in training
   --config.optimizer.warmup_steps=1000 --config.num_train_steps=90000
   --config.optimizer.decay_boundaries="(0.6667, 0.8889)"   # steps 60k and 80k
