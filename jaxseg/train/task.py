@@ -77,7 +77,9 @@ def dataset_kwargs(dataset: ml_collections.ConfigDict) -> dict[str, Any]:
             "annotation file: set config.dataset.annotations.train (and .validation)"
         )
     elif dataset.config:
-        kwargs["config"] = dataset.config
+        config = dataset.config
+        # A name given on the command line may parse as a number (`--config.dataset.config=2017`).
+        kwargs["config"] = str(config) if isinstance(config, int | float) else config
     if dataset.data_dir:
         kwargs["data_dir"] = os.path.expanduser(dataset.data_dir)
     if manual_dir:

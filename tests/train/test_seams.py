@@ -355,3 +355,12 @@ def test_a_normal_run_is_quiet_and_pictures_reach_tensorboard(shapes_data_dir, t
     verbose = _train_py([*args, "--config.num_train_steps=6", "--verbosity=0"])
     assert verbose.returncode == 0, verbose.stderr[-3000:]
     assert len(verbose.stderr.splitlines()) > 2 * len(lines)  # every library's INFO lines
+
+
+def test_a_config_name_that_parses_as_a_number_stays_a_name():
+    from jaxseg.train.task import dataset_kwargs
+
+    config = base_config()
+    config.dataset.name = "coco"
+    config.dataset.config = 2017  # what `--config.dataset.config=2017` gives
+    assert dataset_kwargs(config.dataset)["config"] == "2017"
