@@ -20,6 +20,7 @@ import logging as std_logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from absl import flags, logging
 
@@ -44,7 +45,7 @@ def _program() -> str:
     return os.path.basename(sys.argv[0]) if sys.argv else "jaxseg"
 
 
-def _fail(message: str, status: int) -> None:
+def _fail(message: str, status: int) -> NoReturn:
     sys.stderr.write(f"{_program()}: error: {message}\n")
     sys.exit(status)
 
@@ -61,7 +62,6 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
         text = " ".join(text.strip("'\"").replace("\\n", " ").replace("\\'", "'").split())
         overrides = [a for a in argv[1:] if a.startswith("--config.")]
         _fail(f"bad --config override ({' '.join(overrides) or '?'}): {text}", 2)
-    return []  # unreachable
 
 
 def run_main(main: Callable[[], None]) -> None:
