@@ -643,8 +643,8 @@ def _correctness_line(c):
 
 
 def _speed(value):
-    """Returns images/s with a decimal, or three significant digits below 10 (the dry run)."""
-    return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
+    """Returns images/s with one decimal, or two below 10 (the dry run): always a decimal point."""
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
 def _cell(run, key="images_per_s", fmt=_speed):

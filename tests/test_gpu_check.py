@@ -136,3 +136,10 @@ def test_tiny_dry_run_prints_the_table_and_the_correctness_line(tmp_path):
         assert math.isfinite(run["loss_first"]) and math.isfinite(run["loss_last"]), run
         assert run["images_per_s"] > 0
     assert report["correctness_ok"] is True
+
+
+@pytest.mark.parametrize("value, text", [(1.0, "1.00"), (0.5, "0.50"), (10, "10.0")])
+def test_speed_cells_always_have_a_decimal_point(value, text):
+    # A dry-run figure of exactly 1 img/s once printed as "1", which the table's readers
+    # (and the test above) take for a batch size.
+    assert _load()._speed(value) == text
