@@ -19,8 +19,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jaxseg.evaluation.images import DEFAULT_MAX_SIZE, NothingPredictedError
-from jaxseg.evaluation.run import evaluate, predict_images
-from jaxseg.train.cli import parse_flags, quiet_logging, run_main
+from jaxseg.inference.run import evaluate, predict_images
+from jaxseg.runtime.cli import parse_flags, quiet_logging, run_main
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file.", lock_config=False, accept_new_attributes=True

@@ -12,8 +12,8 @@ shows progress, evaluations and warnings; `--verbosity=0` adds every library's I
 from absl import app, flags
 from ml_collections import config_flags
 
+from jaxseg.runtime.cli import parse_flags, quiet_logging, run_main
 from jaxseg.train import train_and_evaluate
-from jaxseg.train.cli import parse_flags, quiet_logging, run_main
 
 # New attributes are accepted so that any documented key can be set from the command line;
 # check_config then refuses a key that base_config does not know, with a did-you-mean.

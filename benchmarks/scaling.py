@@ -53,7 +53,7 @@ def _task(model_name, args):
 
     from jaxseg.detection import Instances, total_loss
     from jaxseg.models import build_model, softmax_cross_entropy
-    from jaxseg.train.task import Task
+    from jaxseg.tasks.base import Task
 
     dtype = jnp.dtype(args.dtype)
     rng = np.random.default_rng(0)
@@ -134,9 +134,9 @@ def child(args):
     import numpy as np
     import optax
 
-    from jaxseg.train import sharding
+    from jaxseg.runtime import sharding
+    from jaxseg.runtime.compilation import setup_compilation_cache
     from jaxseg.train.loop import create_train_state
-    from jaxseg.train.runtime import setup_compilation_cache
     from jaxseg.train.step import make_train_step
 
     if args.cache_dir:

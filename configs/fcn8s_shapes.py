@@ -11,7 +11,7 @@ Measured (docs/fcn.md): validation mean IU 0.872 (pixel accuracy 0.984); FCN-16s
 FCN-32s 0.499 with the same budget. scripts/demo.sh runs this config.
 """
 
-from jaxseg.train.config import base_config
+from jaxseg.config import base_config
 
 
 def get_config():

@@ -16,7 +16,7 @@ one shape, and evaluation runs on a 512x512 canvas, which holds every VOC image 
 resolution. Not run in this repository (no VOC data or GPU here): no result to quote yet.
 """
 
-from jaxseg.train.config import base_config
+from jaxseg.config import base_config
 
 
 def get_config():

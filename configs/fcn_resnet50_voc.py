@@ -12,7 +12,7 @@ val2017 restricted to the VOC classes (weights start from an ImageNet ResNet-50,
 interop converter). Not run in this repository (no VOC data or GPU here): no result yet.
 """
 
-from jaxseg.train.config import base_config
+from jaxseg.config import base_config
 
 
 def get_config():

@@ -30,7 +30,7 @@ detectron2's R50-FPN 1x (38.6 / 35.2) differs in, as overrides:
 Measured: nothing yet (no COCO training has been run with jaxseg).
 """
 
-from jaxseg.train.config import base_config
+from jaxseg.config import base_config
 
 
 def get_config():

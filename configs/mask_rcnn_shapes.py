@@ -15,7 +15,7 @@ AP75 0.730, mask AP 0.545 / AP50 0.879 / AP75 0.578 (seed 0).
 With --config.seed=1: box AP 0.643, mask AP 0.540.
 """
 
-from jaxseg.train.config import base_config
+from jaxseg.config import base_config
 
 
 def get_config():

@@ -22,8 +22,8 @@ from jaxseg.compile_report import loops as hlo_loops
 from jaxseg.compile_report import traffic as hlo_traffic
 from jaxseg.compile_report.report import compile_report, make_report_task
 from jaxseg.compile_report.table import format_report
+from jaxseg.config import base_config
 from jaxseg.data import shapes
-from jaxseg.train.config import base_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_LIBTPU = importlib.util.find_spec("libtpu") is not None

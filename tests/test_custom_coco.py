@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxseg.config import base_config
 from jaxseg.data import CocoFormatConfig
-from jaxseg.train.config import base_config
-from jaxseg.train.task import dataset_kwargs
+from jaxseg.tasks.base import dataset_kwargs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

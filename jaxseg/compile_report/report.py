@@ -20,9 +20,11 @@ import ml_collections
 from jaxseg import data
 from jaxseg.compile_report import analytic, hlo, loops, traffic
 from jaxseg.compile_report.target import Target
+from jaxseg.config import check_config
 from jaxseg.data import catalog
-from jaxseg.train import make_optimizer, make_schedule, make_task, prepare, sharding
-from jaxseg.train.config import check_config
+from jaxseg.runtime import sharding
+from jaxseg.tasks import make_task
+from jaxseg.train import make_optimizer, make_schedule, prepare
 from jaxseg.train.loop import abstract_train_state
 from jaxseg.train.step import make_eval_step, make_train_step
 

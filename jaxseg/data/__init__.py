@@ -9,13 +9,14 @@ Importing this package registers jaxseg's TFDS builders (`jaxseg_shapes`,
     batch = next(iter(loader))  # {"image": [16, 64, 64, 3] float32, "label": [16, 64, 64] int32}
 """
 
+from jaxseg import IGNORE_LABEL
 from jaxseg.data.catalog import ClassInfo, DatasetInfo, dataset_info, dataset_names
 from jaxseg.data.coco_builder import CocoFormatConfig, JaxsegCoco, custom_config
 from jaxseg.data.instance_pipeline import make_instance_loader
 from jaxseg.data.semantic_pipeline import make_semantic_loader
 from jaxseg.data.shapes_builder import JaxsegShapes, ShapesConfig
 from jaxseg.data.sources import SourceChangedError
-from jaxseg.data.transforms import IGNORE_LABEL, IMAGENET_MEAN, IMAGENET_STD, denormalize
+from jaxseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
 from jaxseg.data.voc_builder import JaxsegVoc2012, VocConfig
 
 __all__ = [

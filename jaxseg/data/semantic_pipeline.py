@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import grain
 import numpy as np
 
+from jaxseg import IGNORE_LABEL
 from jaxseg.data import catalog, loader, transforms
 
 
@@ -37,7 +38,7 @@ class SemanticTrainTransform(grain.transforms.RandomMap):
         label = transforms.resize_label(label, scaled)
         padded = (max(scaled[0], self.size[0]), max(scaled[1], self.size[1]))
         image = transforms.pad_image(image, padded)
-        label = transforms.pad_to(label, padded, transforms.IGNORE_LABEL)
+        label = transforms.pad_to(label, padded, IGNORE_LABEL)
         y0, x0 = transforms.random_crop_origin(rng, padded, self.size)
         image = image[y0 : y0 + self.size[0], x0 : x0 + self.size[1]]
         label = label[y0 : y0 + self.size[0], x0 : x0 + self.size[1]]
@@ -74,9 +75,7 @@ class SemanticEvalTransform(grain.transforms.Map):
         scale = min(1.0, self.size[0] / height, self.size[1] / width)
         scaled = (max(1, round(height * scale)), max(1, round(width * scale)))
         image = transforms.resize_image(image, scaled)
-        label = transforms.pad_to(
-            transforms.resize_label(label, scaled), self.size, transforms.IGNORE_LABEL
-        )
+        label = transforms.pad_to(transforms.resize_label(label, scaled), self.size, IGNORE_LABEL)
         return {
             "image": transforms.normalize_and_pad(image, self.size),
             "label": label.astype(np.int32),

@@ -14,7 +14,6 @@ from PIL import Image
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-IGNORE_LABEL = 255
 # Padding the uint8 image with the mean colour makes the padding exactly 0 once normalised.
 _MEAN_PIXEL = tuple(round(float(v)) for v in IMAGENET_MEAN * 255)
 

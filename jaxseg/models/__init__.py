@@ -1,22 +1,17 @@
-"""Flax linen models; `build_model(config.model.name, **settings)` resolves a config's name.
+"""Flax linen models: FCN (VGG16), FCN-ResNet, Mask R-CNN (ResNet-FPN) and their parts.
 
-`MODELS` is the one table of model names: each maps to a module class and the attributes
-that name fixes; the remaining attributes come from the config.
+`MODELS` (`jaxseg.models.registry`) is the one table of the model names a config takes
+(`fcn8s`, `mask_rcnn_resnet50_fpn`, ...); `build_model(name, **settings)` builds one.
 """
 
 from __future__ import annotations
-
-import dataclasses
-import difflib
-from typing import Any
-
-import flax.linen as nn
 
 from jaxseg.models.fcn import FCN, MIN_SIZE
 from jaxseg.models.fcn_resnet import FCNHead, FCNResNet
 from jaxseg.models.fpn import FPN
 from jaxseg.models.losses import IGNORE_LABEL, softmax_cross_entropy
 from jaxseg.models.mask_rcnn import MaskRCNN, mask_rcnn_trainable_mask
+from jaxseg.models.registry import MODELS, ModelEntry, build_model, model_entry
 from jaxseg.models.resnet import FrozenBatchNorm, ResNet, trainable_mask
 from jaxseg.models.surgery import transplant
 from jaxseg.models.upsampling import BilinearUpsample, bilinear_kernel, resize_bilinear
@@ -34,54 +29,14 @@ __all__ = [
     "FCNResNet",
     "FrozenBatchNorm",
     "MaskRCNN",
+    "ModelEntry",
     "ResNet",
     "bilinear_kernel",
     "build_model",
     "mask_rcnn_trainable_mask",
+    "model_entry",
     "resize_bilinear",
     "softmax_cross_entropy",
     "trainable_mask",
     "transplant",
 ]
-
-# name -> (module class, attributes fixed by the name)
-MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
-    "fcn32s": (FCN, {"stride": 32}),
-    "fcn16s": (FCN, {"stride": 16}),
-    "fcn8s": (FCN, {"stride": 8}),
-    "fcn8s_atonce": (FCN, {"stride": 8, "skip_scaling": True}),
-    "fcn_resnet50": (FCNResNet, {"depth": 50}),
-    "fcn_resnet101": (FCNResNet, {"depth": 101}),
-    "mask_rcnn_resnet18_fpn": (MaskRCNN, {"depth": 18}),
-    "mask_rcnn_resnet34_fpn": (MaskRCNN, {"depth": 34}),
-    "mask_rcnn_resnet50_fpn": (MaskRCNN, {"depth": 50}),
-    "mask_rcnn_resnet101_fpn": (MaskRCNN, {"depth": 101}),
-}
-
-
-def build_model(name: str, **settings: Any) -> nn.Module:
-    """Returns the module `name` in `MODELS` built with the attributes `settings`.
-
-    A config's model section calls it whole: `build_model(**config.model)`.
-
-    Raises:
-      ValueError: for an unknown name, an unknown attribute, or one the name fixes.
-    """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
-    cls, fixed = MODELS[name]
-    accepted = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"} - set(fixed)
-    unknown = sorted(set(settings) - accepted)
-    if unknown:
-        hints = [
-            f"{key} -> {close[0]}?"
-            for key in unknown
-            if (close := difflib.get_close_matches(key, sorted(accepted), n=1))
-        ]
-        raise ValueError(
-            f"model {name!r} does not take {unknown}"
-            + (f" (did you mean: {', '.join(hints)})" if hints else "")
-            + f"; it takes {sorted(accepted)}"
-            + (f" ({sorted(fixed)} are fixed by the name)" if fixed else "")
-        )
-    return cls(**fixed, **settings)

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
+from jaxseg import IGNORE_LABEL
+
 __all__ = ["IGNORE_LABEL", "softmax_cross_entropy"]
 
-IGNORE_LABEL = 255
-"""Label of pixels excluded from the loss and the metrics (PASCAL VOC's object borders)."""
 
 _REDUCTIONS = ("mean", "sum")
 

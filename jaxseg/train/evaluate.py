@@ -10,8 +10,8 @@ import jax
 import numpy as np
 from PIL import Image
 
-from jaxseg.train.distributed import gather
-from jaxseg.train.sharding import shard_batch
+from jaxseg.runtime.distributed import gather
+from jaxseg.runtime.sharding import shard_batch
 
 __all__ = ["evaluate_dataset", "picture_arrays", "write_pictures"]
 
@@ -20,7 +20,7 @@ def evaluate_dataset(task, variables: dict[str, Any], loader, eval_step, mesh) -
     """Returns the task's metrics over one pass of `loader`.
 
     Args:
-      task: a `jaxseg.train.task.Task`.
+      task: a `jaxseg.tasks.base.Task`.
       variables: the model's variables.
       loader: an evaluation loader (one epoch, padded batches with `valid`).
       eval_step: `jaxseg.train.step.make_eval_step(task)`.
@@ -39,7 +39,7 @@ def write_pictures(task, variables, loader, directory: str, *, count: int) -> li
     """Writes the task's pictures of the first `count` images of `loader`; returns the paths.
 
     Runs on one process: `variables` must live on this process's devices (numpy arrays, or
-    `jaxseg.train.distributed.gather` of global ones).
+    `jaxseg.runtime.distributed.gather` of global ones).
     """
     predict = jax.jit(task.predict)
     paths: list[str] = []

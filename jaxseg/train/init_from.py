@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxseg.train.checkpointing import Checkpointer, checkpoint_directory
+from jaxseg.runtime.checkpointing import Checkpointer, checkpoint_directory
 
 __all__ = ["read_variables"]
 

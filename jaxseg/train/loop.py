@@ -8,10 +8,10 @@ and data position; see `Checkpointer.restore_latest`) or initialise (optionally 
 `config.init_from`), and train with periodic logging, evaluation and checkpoints.
 
 Reliability (docs/reliability.md): a run killed at any moment resumes exactly; SIGTERM
-and Ctrl-C save and exit cleanly (`jaxseg.train.preemption`); one run at a time holds the
-workdir (`jaxseg.train.workdir_lock`); a failed checkpoint save stops training at once, and
+and Ctrl-C save and exit cleanly (`jaxseg.runtime.preemption`); one run at a time holds the
+workdir (`jaxseg.runtime.workdir_lock`); a failed checkpoint save stops training at once, and
 a failed evaluation saves its step first; steps with a non-finite loss or gradient are
-skipped and too many in a row stop training (`jaxseg.train.nonfinite`).
+skipped and too many in a row stop training (`jaxseg.runtime.nonfinite`).
 """
 
 from __future__ import annotations
@@ -27,24 +27,24 @@ import ml_collections
 import optax
 from absl import logging
 
+from jaxseg.config import ConfigError, check_config, check_workdir
 from jaxseg.models import transplant
-from jaxseg.train import distributed, sharding
-from jaxseg.train.checkpointing import Checkpointer, check_compatible
-from jaxseg.train.config import ConfigError, check_config, check_workdir
+from jaxseg.runtime import distributed, sharding
+from jaxseg.runtime.checkpointing import Checkpointer, check_compatible
+from jaxseg.runtime.compilation import StepCompileLog, setup_compilation_cache, setup_log_compiles
+from jaxseg.runtime.metrics_writer import MetricWriter
+from jaxseg.runtime.nonfinite import NonFiniteMonitor, finite_mean_metrics
+from jaxseg.runtime.preemption import PreemptionGuard
+from jaxseg.runtime.progress import ProgressBar
+from jaxseg.runtime.workdir_lock import WorkdirLock
+from jaxseg.tasks import make_task
+from jaxseg.tasks.base import Task
 from jaxseg.train.evaluate import evaluate_dataset, picture_arrays
 from jaxseg.train.init_from import read_variables
-from jaxseg.train.metrics_writer import MetricWriter
-from jaxseg.train.nonfinite import NonFiniteMonitor, finite_mean_metrics
 from jaxseg.train.optimizer import make_optimizer, make_schedule
-from jaxseg.train.preemption import PreemptionGuard
-from jaxseg.train.progress import ProgressBar
-from jaxseg.train.runtime import StepCompileLog, setup_compilation_cache, setup_log_compiles
 from jaxseg.train.state import TrainState
 from jaxseg.train.step import make_eval_step, make_train_step
-from jaxseg.train.task import Task
-from jaxseg.train.tasks import make_task
 from jaxseg.train.workdir_config import check_workdir_config, write_workdir_config
-from jaxseg.train.workdir_lock import WorkdirLock
 
 __all__ = ["abstract_train_state", "create_train_state", "prepare", "train_and_evaluate"]
 
@@ -71,7 +71,7 @@ def abstract_train_state(
     """Returns the train state's `jax.ShapeDtypeStruct`s, with their shardings on `mesh`.
 
     No compile. Parameters and optimiser state are replicated or split FSDP-style as
-    `config.sharding.params` says (see `jaxseg.train.sharding.step_shardings`).
+    `config.sharding.params` says (see `jaxseg.runtime.sharding.step_shardings`).
     """
     spec = task.input_spec(config.batch_size)
     abstract = jax.eval_shape(

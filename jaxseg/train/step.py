@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxseg.train.nonfinite import SKIPPED_KEY, keep_if_finite
-from jaxseg.train.sharding import StepShardings
+from jaxseg.runtime.nonfinite import SKIPPED_KEY, keep_if_finite
+from jaxseg.runtime.sharding import StepShardings
+from jaxseg.tasks.base import Task
 from jaxseg.train.state import TrainState
-from jaxseg.train.task import Task
 
 __all__ = ["make_eval_step", "make_train_step"]
 
@@ -28,8 +28,8 @@ def make_train_step(
 
     `metrics` holds the loss, the task's scalars, the gradient's global norm, the
     learning rate of the step and `nonfinite` (1.0 if the loss or a gradient was NaN or
-    Inf: then the update is not applied, see `jaxseg.train.nonfinite`), all float32 scalars.
-    With `shardings`, the step is compiled for them (`jaxseg.train.sharding.step_shardings`):
+    Inf: then the update is not applied, see `jaxseg.runtime.nonfinite`), all float32 scalars.
+    With `shardings`, the step is compiled for them (`jaxseg.runtime.sharding.step_shardings`):
     the state keeps its sharding from step to step and the metrics come back replicated.
     """
 

@@ -26,9 +26,9 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from jaxseg.config import base_config
 from jaxseg.data import catalog, sources
-from jaxseg.train.config import base_config
-from jaxseg.train.task import dataset_kwargs
+from jaxseg.tasks.base import dataset_kwargs
 
 __all__ = [
     "CONFIG_FILE",

@@ -23,9 +23,9 @@ from jaxseg.evaluation.images import (
     instance_image_predictions,
     semantic_image_predictions,
 )
-from jaxseg.evaluation.run import predict_images
+from jaxseg.inference.run import predict_images
 from jaxseg.models import FCNResNet
-from jaxseg.train.tasks import make_task
+from jaxseg.tasks import make_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

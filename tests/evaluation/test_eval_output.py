@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from tiny_workdirs import numpy_variables, save_variables, tiny_fcn_config
 
-from jaxseg.evaluation.run import evaluate, predict_images
-from jaxseg.train.tasks import make_task
+from jaxseg.inference.run import evaluate, predict_images
+from jaxseg.tasks import make_task
 
 
 @pytest.fixture(scope="module")

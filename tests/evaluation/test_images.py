@@ -10,10 +10,10 @@ from tiny_workdirs import numpy_variables, save_variables, tiny_fcn_config
 
 from jaxseg.convert import VOC_CATEGORIES, Conversion, save_converted
 from jaxseg.evaluation.images import find_images, input_scale, prepare_input, read_images
-from jaxseg.evaluation.run import predict_images
 from jaxseg.evaluation.visualize import draw_instances, segmentation_overlay
+from jaxseg.inference.run import predict_images
 from jaxseg.models import FCNResNet, MaskRCNN
-from jaxseg.train.tasks import make_task
+from jaxseg.tasks import make_task
 
 
 def _write_images(directory):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxseg.train.config import base_config
+from jaxseg.config import base_config
 
 
 def numpy_variables(model, **kwargs):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from jaxseg.train.config import base_config
+from jaxseg.config import base_config
 
 
 @pytest.fixture(scope="session")

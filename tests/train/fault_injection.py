@@ -86,7 +86,7 @@ def _patch_enospc(step):
 
 
 def _patch_batch_log(path):
-    from jaxseg.train import sharding
+    from jaxseg.runtime import sharding
 
     shard_batch = sharding.shard_batch
 

@@ -86,7 +86,7 @@ def mask_rcnn_setup(batch_size: int, steps: int, dtype: str):
 
     from jaxseg.detection import Instances, total_loss
     from jaxseg.models.mask_rcnn import MaskRCNN
-    from jaxseg.train.task import Task
+    from jaxseg.tasks.base import Task
 
     model = MaskRCNN(**MASK_RCNN_TINY, dtype=jnp.dtype(dtype))
     size, n, m = 64, 4, 16
@@ -194,8 +194,8 @@ def train(task, optimizer, schedule, batches, host_state, mesh, mode):
     import jax
     import numpy as np
 
-    from jaxseg.train import distributed, sharding
-    from jaxseg.train.runtime import CompileCounter
+    from jaxseg.runtime import distributed, sharding
+    from jaxseg.runtime.compilation import CompileCounter
     from jaxseg.train.step import make_train_step
 
     shardings = sharding.step_shardings(host_state, mesh, mode=mode)
@@ -286,7 +286,7 @@ def main(argv=None):
     import numpy as np
     from flax import traverse_util
 
-    from jaxseg.train import distributed, sharding
+    from jaxseg.runtime import distributed, sharding
 
     if args.num_processes > 1:
         distributed.initialize(

@@ -20,7 +20,7 @@ from image_bytes import jpeg, png_header
 from PIL import Image
 
 from jaxseg.data import catalog
-from jaxseg.train.checkpointing import Checkpointer
+from jaxseg.runtime.checkpointing import Checkpointer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NUM_STEPS = 4

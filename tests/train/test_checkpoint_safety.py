@@ -11,9 +11,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from jaxseg.runtime.checkpointing import Checkpointer, CheckpointMismatchError
+from jaxseg.runtime.preemption import PreemptionGuard
 from jaxseg.train import train_and_evaluate
-from jaxseg.train.checkpointing import Checkpointer, CheckpointMismatchError
-from jaxseg.train.preemption import PreemptionGuard
 
 _DEVICE = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 

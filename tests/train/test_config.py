@@ -5,8 +5,9 @@ import os
 import jax
 import pytest
 
-from jaxseg.train import check_config, check_workdir, train_and_evaluate
-from jaxseg.train.checkpointing import check_compatible
+from jaxseg.config import check_config, check_workdir
+from jaxseg.runtime.checkpointing import check_compatible
+from jaxseg.train import train_and_evaluate
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ import os
 
 import pytest
 
+from jaxseg.config import check_config, model_settings
 from jaxseg.models import build_model
-from jaxseg.train import check_config
-from jaxseg.train.config import model_settings
 
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "*.py")))
 

@@ -10,8 +10,8 @@ import pytest
 from flax import traverse_util
 
 from jaxseg.models import transplant
+from jaxseg.runtime.checkpointing import Checkpointer
 from jaxseg.train import make_optimizer, make_schedule, prepare, train_and_evaluate
-from jaxseg.train.checkpointing import Checkpointer
 from jaxseg.train.init_from import read_variables
 from jaxseg.train.loop import create_train_state
 from jaxseg.train.step import make_train_step

@@ -9,10 +9,11 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseg.train import make_optimizer, make_schedule, prepare, sharding, train_and_evaluate
-from jaxseg.train.checkpointing import Checkpointer
+from jaxseg.runtime import sharding
+from jaxseg.runtime.checkpointing import Checkpointer
+from jaxseg.runtime.nonfinite import NonFiniteError, NonFiniteMonitor
+from jaxseg.train import make_optimizer, make_schedule, prepare, train_and_evaluate
 from jaxseg.train.loop import create_train_state
-from jaxseg.train.nonfinite import NonFiniteError, NonFiniteMonitor
 from jaxseg.train.step import make_train_step
 
 

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg.train import base_config, make_optimizer, make_schedule
+from jaxseg.config import base_config
+from jaxseg.train import make_optimizer, make_schedule
 
 
 def _optimizer_config(**overrides):

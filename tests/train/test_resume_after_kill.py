@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseg.train.checkpointing import Checkpointer
+from jaxseg.runtime.checkpointing import Checkpointer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HELPER = os.path.join(ROOT, "tests", "train", "fault_injection.py")

@@ -17,9 +17,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxseg.train import distributed, make_optimizer, make_schedule, prepare, sharding
-from jaxseg.train.checkpointing import Checkpointer
-from jaxseg.train.runtime import CompileCounter
+from jaxseg.runtime import distributed, sharding
+from jaxseg.runtime.checkpointing import Checkpointer
+from jaxseg.runtime.compilation import CompileCounter
+from jaxseg.train import make_optimizer, make_schedule, prepare
 from jaxseg.train.step import make_train_step
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -348,7 +349,7 @@ def test_training_loop_on_four_devices_matches_one(shapes_data_dir, tmp_path, co
 
 
 def test_step_compile_log_warns_of_a_recompile(caplog):
-    from jaxseg.train.runtime import StepCompileLog, setup_log_compiles
+    from jaxseg.runtime.compilation import StepCompileLog, setup_log_compiles
 
     setup_log_compiles(True)
     try:

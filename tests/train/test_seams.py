@@ -15,11 +15,11 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseg.train import base_config, check_config, prepare, train_and_evaluate
-from jaxseg.train.checkpointing import Checkpointer, CheckpointSaveError
-from jaxseg.train.config import ConfigError
-from jaxseg.train.instance_task import fpn_scales_fit
-from jaxseg.train.workdir_lock import WorkdirLock, WorkdirLockedError
+from jaxseg.config import ConfigError, base_config, check_config
+from jaxseg.runtime.checkpointing import Checkpointer, CheckpointSaveError
+from jaxseg.runtime.workdir_lock import WorkdirLock, WorkdirLockedError
+from jaxseg.tasks.instance import fpn_scales_fit
+from jaxseg.train import prepare, train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HELPER = os.path.join(ROOT, "tests", "train", "fault_injection.py")
@@ -70,7 +70,7 @@ def test_a_second_run_on_a_workdir_is_refused_naming_the_first(tiny_config, tmp_
             sys.executable,
             "-c",
             "import sys, time; sys.path.insert(0, sys.argv[2]);"
-            "from jaxseg.train.workdir_lock import WorkdirLock;"
+            "from jaxseg.runtime.workdir_lock import WorkdirLock;"
             "lock = WorkdirLock(sys.argv[1]); lock.acquire(); print('locked', flush=True);"
             "time.sleep(120)",
             str(workdir),
@@ -118,7 +118,7 @@ def test_a_second_ctrl_c_ends_the_process_at_once():
     script = textwrap.dedent("""
         import signal, sys, time
         sys.path.insert(0, sys.argv[1])
-        from jaxseg.train.preemption import PreemptionGuard
+        from jaxseg.runtime.preemption import PreemptionGuard
         with PreemptionGuard() as guard:
             signal.raise_signal(signal.SIGINT)
             assert guard.requested and guard.interrupted, guard.signal_name
@@ -196,7 +196,7 @@ def test_a_wrong_split_is_refused_before_training(tiny_config, tmp_path):
 
 
 def test_a_failed_evaluation_saves_its_step_first(tiny_config, tmp_path, monkeypatch):
-    from jaxseg.train import semantic_task
+    from jaxseg.tasks import semantic as semantic_task
 
     def broken(self, **kwargs):
         raise OSError("the evaluation files went away")
@@ -358,7 +358,7 @@ def test_a_normal_run_is_quiet_and_pictures_reach_tensorboard(shapes_data_dir, t
 
 
 def test_a_config_name_that_parses_as_a_number_stays_a_name():
-    from jaxseg.train.task import dataset_kwargs
+    from jaxseg.tasks.base import dataset_kwargs
 
     config = base_config()
     config.dataset.name = "coco"

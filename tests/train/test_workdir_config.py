@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from jaxseg.train.config import base_config
+from jaxseg.config import base_config
 from jaxseg.train.workdir_config import check_workdir_config, write_workdir_config
 
 
@@ -89,7 +89,7 @@ def test_unreadable_config_json_is_not_an_obstacle(tmp_path, caplog):
 def _coco_config(root, data_dir):
     """A config reading the COCO-format folder `root` (written by write_coco), built."""
     from jaxseg.data import catalog
-    from jaxseg.train.task import dataset_kwargs
+    from jaxseg.tasks.base import dataset_kwargs
 
     config = base_config()
     config.dataset.name = "coco"

@@ -22,8 +22,10 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
+import optax
 
+from jaxseg.config import ConfigError, check_workdir
+from jaxseg.convert.archs import get_arch
 from jaxseg.convert.categories import class_names
 from jaxseg.convert.checkpoint import METADATA_FILE, load_converted
 from jaxseg.evaluation.images import (
@@ -31,30 +33,18 @@ from jaxseg.evaluation.images import (
     ImageFiles,
     NothingPredictedError,
     find_images,
-    instance_image_predictions,
-    semantic_image_predictions,
 )
-from jaxseg.models import FCNResNet, MaskRCNN
-from jaxseg.train import distributed, sharding
-from jaxseg.train.checkpointing import Checkpointer
-from jaxseg.train.config import ConfigError, check_workdir
+from jaxseg.models import model_entry
+from jaxseg.runtime import distributed, sharding
+from jaxseg.runtime.checkpointing import Checkpointer
+from jaxseg.runtime.compilation import setup_compilation_cache
+from jaxseg.runtime.metrics_writer import json_safe
+from jaxseg.tasks import TASKS
 from jaxseg.train.evaluate import evaluate_dataset, write_pictures
 from jaxseg.train.loop import abstract_train_state, prepare
-from jaxseg.train.optimizer import make_optimizer
-from jaxseg.train.runtime import setup_compilation_cache
 from jaxseg.train.step import make_eval_step
 
 __all__ = ["evaluate", "predict_images"]
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def _output_directory(output: str | None, workdir: str, default: str, what: str) -> str:
@@ -113,7 +103,7 @@ def evaluate(
     paths = []
     if jax.process_index() == 0:
         with open(os.path.join(eval_dir, "metrics.json"), "w") as f:
-            json.dump(_json_safe(result), f, indent=2)
+            json.dump(json_safe(result), f, indent=2)
         if config.eval.num_pictures > 0:
             paths = write_pictures(
                 task,
@@ -158,11 +148,9 @@ def _restore_variables(task, config: ml_collections.ConfigDict, workdir: str, me
                 f"config.eval.checkpoint = {step}: no such step in {directory} {steps}"
             )
         setup_compilation_cache(config.compilation_cache_dir)
-        num_steps = int(config.num_train_steps)
-        optimizer = make_optimizer(config.optimizer, num_steps, task.trainable)
-        abstract_state = abstract_train_state(task, optimizer, config, mesh)
-        # Only the variables: evaluation needs no optimiser state, and a converted
-        # checkpoint (python -m jaxseg.convert) has none.
+        # Only the variables: evaluation needs no optimiser (optax.identity has no state),
+        # and a converted checkpoint (python -m jaxseg.convert) has none.
+        abstract_state = abstract_train_state(task, optax.identity(), config, mesh)
         variables = checkpointer.restore_variables(step, abstract_state)
     finally:
         checkpointer.close()
@@ -279,23 +267,16 @@ def _converted_predictions(workdir, metadata, images, directory, *, preprocessin
         )
     model, variables = load_converted(workdir)
     arch = metadata["arch"]
-    if isinstance(model, FCNResNet):
-        return semantic_image_predictions(
-            lambda v, x: jax.numpy.argmax(model.apply(v, x)["out"], axis=-1),
-            variables,
-            images,
-            class_names(arch, model.num_classes),
-            directory,
-            preprocessing=preprocessing,
-        )
-    if isinstance(model, MaskRCNN):
-        return instance_image_predictions(
-            lambda v, x: model.apply(v, x, train=False),
-            variables,
-            images,
-            class_names(arch, model.num_classes),
-            directory,
-            preprocessing=preprocessing,
-            score_threshold=score_threshold,
-        )
-    raise ConfigError(f"{workdir} holds a {arch} backbone: it has no predictions to draw")
+    model_name = get_arch(arch).model_name
+    if model_name is None:
+        raise ConfigError(f"{workdir} holds a {arch} backbone: it has no predictions to draw")
+    task = TASKS[model_entry(model_name).task]
+    return task.write_model_image_predictions(
+        model,
+        variables,
+        images,
+        class_names(arch, model.num_classes),
+        directory,
+        preprocessing=preprocessing,
+        score_threshold=score_threshold,
+    )

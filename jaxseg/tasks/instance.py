@@ -24,13 +24,11 @@ from jaxseg.evaluation.coco import (
 )
 from jaxseg.evaluation.images import instance_image_predictions
 from jaxseg.evaluation.instance_pictures import instance_panel
-from jaxseg.models import build_model, mask_rcnn_trainable_mask
-from jaxseg.train.config import model_settings
-from jaxseg.train.task import Task
+from jaxseg.models import mask_rcnn_trainable_mask
+from jaxseg.tasks.base import ModelEntry, Task
 
 __all__ = ["InstanceSegmentationTask"]
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _PANEL_SIDE = 320  # small images are magnified to about this many pixels in the pictures
 _PICTURE_SCORE = 0.3  # detections drawn in the pictures (score at least)
 _MIN_SIZE = 32  # the FPN's coarsest level (stride 32 before P6) needs this many pixels
@@ -66,18 +64,14 @@ class InstanceSegmentationTask(Task):
     eval_keys = ("image", "image_id", "scale", "original_size", "image_valid")
     min_image_size = _MIN_SIZE
 
-    def __init__(self, config: ml_collections.ConfigDict):
-        super().__init__(config)
+    def __init__(self, config: ml_collections.ConfigDict, entry: ModelEntry):
+        super().__init__(config, entry)
         self.info = data.dataset_info(config.dataset.name, "instance", **self._dataset_kwargs())
         classes = self.info.instance
         self.num_classes = classes.num_classes
         self.class_names = tuple(classes.class_names)
         self.category_ids = classes.category_ids
-        settings = model_settings(config)
-        settings["num_classes"] = settings.get("num_classes", self.num_classes)
-        self.model = build_model(
-            config.model.name, dtype=_DTYPES.get(config.dtype, jnp.float32), **settings
-        )
+        self.model = self.build_model(self.num_classes)
         self._ground_truth: dict[str, Any] | None = None
 
     def _loader_kwargs(self) -> dict[str, Any]:
@@ -293,14 +287,39 @@ class InstanceSegmentationTask(Task):
 
     def write_image_predictions(self, variables, images, directory, *, preprocessing=None):
         """Writes detections (masks, boxes, names, scores) per image and `predictions.json`."""
-        return instance_image_predictions(
-            lambda v, x: self.predict(v, {"image": x}),
+        return self.write_model_image_predictions(
+            self.model,
             variables,
             images,
             ("background", *self.class_names),
             directory,
             preprocessing=preprocessing,
             min_size=self.min_image_size,
+        )
+
+    @staticmethod
+    def write_model_image_predictions(
+        model,
+        variables,
+        images,
+        class_names,
+        directory,
+        *,
+        preprocessing=None,
+        min_size=1,
+        score_threshold=0.5,
+    ):
+        """`write_image_predictions` for any Mask R-CNN, a converted one too; `class_names`
+        starts with the background's."""
+        return instance_image_predictions(
+            lambda v, x: model.apply(v, x, train=False),
+            variables,
+            images,
+            class_names,
+            directory,
+            preprocessing=preprocessing,
+            min_size=min_size,
+            score_threshold=score_threshold,
         )
 
     def format_metrics(self, metrics):

@@ -52,7 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 500
     config.keep_checkpoints = 2  # the last K, plus the best by validation `best_metric`
     # Steps with a NaN/Inf loss or gradient are skipped (not applied); this many in a row
-    # stop training with an error (jaxseg.train.nonfinite).
+    # stop training with an error (jaxseg.runtime.nonfinite).
     config.max_consecutive_nonfinite = 5
     config.dtype = "float32"  # compute dtype; parameters and losses stay float32
     # Workdir (or its checkpoints/ folder) of a coarser net to start from: parameters with

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg.train.checkpointing import Checkpointer
+from jaxseg.runtime.checkpointing import Checkpointer
 
 
 def abstract(shape=(2, 3)):

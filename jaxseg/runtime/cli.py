@@ -24,9 +24,9 @@ from typing import NoReturn
 
 from absl import flags, logging
 
-from jaxseg.train.checkpointing import CheckpointSaveError
-from jaxseg.train.config import ConfigError
-from jaxseg.train.workdir_lock import WorkdirLockedError
+from jaxseg.config import ConfigError
+from jaxseg.runtime.checkpointing import CheckpointSaveError
+from jaxseg.runtime.workdir_lock import WorkdirLockedError
 
 __all__ = ["parse_flags", "quiet_logging", "run_main"]
 

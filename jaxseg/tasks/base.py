@@ -1,10 +1,12 @@
-"""What the generic training loop needs from a task, and the table that picks the task.
+"""What the generic training loop needs from a task.
 
 The loop (`jaxseg.train.loop`) and `eval.py` know nothing about pixels or boxes: a task
 builds the model and the loaders, says how to initialise variables, computes the loss,
 summarises evaluation batches into metrics and draws pictures. Semantic segmentation
-(FCN) is `jaxseg.train.semantic_task.SemanticSegmentationTask`; `jaxseg.train.tasks.TASKS`
-maps each model name to its task, so an instance segmentation task plugs in beside it.
+(FCN) is `jaxseg.tasks.semantic.SemanticSegmentationTask`, instance segmentation (Mask
+R-CNN) `jaxseg.tasks.instance.InstanceSegmentationTask`;
+`jaxseg.models.MODELS` gives each model name its module, its task's kind (a key of
+`jaxseg.tasks.TASKS`) and the settings the name fixes.
 """
 
 from __future__ import annotations
@@ -15,18 +17,22 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import flax.linen as nn
 import grain
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxseg.config import ConfigError, model_settings
 from jaxseg.data import catalog, coco_builder
-from jaxseg.train.config import ConfigError
+from jaxseg.models import ModelEntry, build_model
 
 __all__ = ["Task", "dataset_kwargs"]
 
 
 _COCO_NAMES = ("coco", "jaxseg_coco")
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def dataset_kwargs(dataset: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -108,13 +114,24 @@ class Task(abc.ABC):
     min_image_size: int
     trainable: Callable[[Any], Any] | None = None
 
-    def __init__(self, config: ml_collections.ConfigDict):
+    def __init__(self, config: ml_collections.ConfigDict, entry: ModelEntry):
         self.config = config
+        self.entry = entry
+
+    def build_model(self, num_classes: int) -> nn.Module:
+        """Returns the model `config.model` describes, with `num_classes` unless it says
+        otherwise, in the compute dtype `config.dtype`."""
+        settings = model_settings(self.config)
+        if "dtype" in settings:
+            raise ConfigError("config.model.dtype: the compute dtype is config.dtype")
+        settings.setdefault("num_classes", num_classes)
+        settings["dtype"] = _DTYPES[self.config.dtype]
+        return build_model(self.config.model.name, **settings)
 
     @property
     def best_metric(self) -> str:
         """The evaluation metric that ranks checkpoints (higher is better)."""
-        return self.config.eval.best_metric or self.default_best_metric
+        return self.config.eval.best_metric or self.entry.best_metric or self.default_best_metric
 
     def check_common(self) -> None:
         """Raises ConfigError for what every task can know before training starts.

@@ -33,7 +33,7 @@ from absl import logging
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
-from jaxseg.train.nonfinite import NonFiniteError, tree_is_finite
+from jaxseg.runtime.nonfinite import NonFiniteError, tree_is_finite
 
 __all__ = [
     "CheckpointMismatchError",

@@ -13,13 +13,11 @@ from jaxseg import data
 from jaxseg.evaluation.images import semantic_image_predictions
 from jaxseg.evaluation.segmentation import confusion_matrix, segmentation_metrics
 from jaxseg.evaluation.visualize import segmentation_panel
-from jaxseg.models import MIN_SIZE, build_model, softmax_cross_entropy
-from jaxseg.train.config import model_settings
-from jaxseg.train.task import Task
+from jaxseg.models import MIN_SIZE, softmax_cross_entropy
+from jaxseg.tasks.base import ModelEntry, Task
 
 __all__ = ["SemanticSegmentationTask"]
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _PANEL_SIDE = 256  # small images are magnified to about this many pixels in the pictures
 
 
@@ -40,16 +38,12 @@ class SemanticSegmentationTask(Task):
     eval_keys = ("image", "label", "valid")
     min_image_size = MIN_SIZE
 
-    def __init__(self, config: ml_collections.ConfigDict):
-        super().__init__(config)
+    def __init__(self, config: ml_collections.ConfigDict, entry: ModelEntry):
+        super().__init__(config, entry)
         self.info = data.dataset_info(config.dataset.name, "semantic", **self._dataset_kwargs())
         self.num_classes = self.info.num_classes
         self.class_names = tuple(self.info.class_names)
-        settings = model_settings(config)
-        settings["num_classes"] = settings.get("num_classes", self.num_classes)
-        self.model = build_model(
-            config.model.name, dtype=_DTYPES.get(config.dtype, jnp.float32), **settings
-        )
+        self.model = self.build_model(self.num_classes)
 
     def check(self) -> None:
         self.check_common()
@@ -176,14 +170,36 @@ class SemanticSegmentationTask(Task):
 
     def write_image_predictions(self, variables, images, directory, *, preprocessing=None):
         """Writes class overlays with a legend, class-id PNGs and `predictions.json`."""
-        return semantic_image_predictions(
-            lambda v, x: self.predict(v, {"image": x}),
+        return self.write_model_image_predictions(
+            self.model,
             variables,
             images,
             self.class_names,
             directory,
             preprocessing=preprocessing,
             min_size=self.min_image_size,
+        )
+
+    @staticmethod
+    def write_model_image_predictions(
+        model, variables, images, class_names, directory, *, preprocessing=None, min_size=1, **_
+    ):
+        """`write_image_predictions` for any semantic model, a converted one too (a class map
+        has no scores: a `score_threshold` is not used)."""
+
+        def predict(v, x):
+            outputs = model.apply(v, x, train=False)
+            logits = outputs["out"] if isinstance(outputs, dict) else outputs
+            return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+        return semantic_image_predictions(
+            predict,
+            variables,
+            images,
+            class_names,
+            directory,
+            preprocessing=preprocessing,
+            min_size=min_size,
         )
 
     def format_metrics(self, metrics):

@@ -10,7 +10,7 @@ from typing import Any
 
 import tensorboardX
 
-__all__ = ["MetricWriter", "flatten_metrics"]
+__all__ = ["MetricWriter", "flatten_metrics", "json_safe"]
 
 
 def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -27,12 +27,12 @@ def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, floa
     return flat
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Returns `value` with NaN / inf floats as None (JSON has no NaN)."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -58,7 +58,7 @@ class MetricWriter:
         """Writes `metrics` (floats, nested dicts / lists of floats) at `step`."""
         if not self.enabled:
             return
-        self._jsonl.write(json.dumps(_json_safe({"step": step, "split": split, **metrics})) + "\n")
+        self._jsonl.write(json.dumps(json_safe({"step": step, "split": split, **metrics})) + "\n")
         self._jsonl.flush()
         for name, value in flatten_metrics(metrics).items():
             if math.isfinite(value):

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxseg.train.config import PARAM_SHARDINGS
+from jaxseg.config import PARAM_SHARDINGS
 
 __all__ = [
     "PARAM_SHARDINGS",

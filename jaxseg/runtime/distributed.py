@@ -31,7 +31,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from jaxseg.train.config import INITIALIZE_MODES
+from jaxseg.config import INITIALIZE_MODES
 
 __all__ = ["INITIALIZE_MODES", "gather", "initialize", "is_main_process", "multiprocess_env"]
 

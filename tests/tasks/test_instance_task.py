@@ -10,9 +10,9 @@ import optax
 
 from jaxseg.data import IMAGENET_MEAN, IMAGENET_STD
 from jaxseg.detection import LOSS_NAMES
+from jaxseg.tasks import make_task
+from jaxseg.tasks.instance import InstanceSegmentationTask
 from jaxseg.train import make_optimizer
-from jaxseg.train.instance_task import InstanceSegmentationTask
-from jaxseg.train.tasks import make_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIZE, N, M, B = 64, 3, 28, 2
