@@ -213,7 +213,7 @@ def test_bfloat16_with_roi_pool_and_group_norm():
 
 
 def test_build_model_and_bad_input():
-    assert MODELS["mask_rcnn_resnet50_fpn"][1] == {"depth": 50}
+    assert MODELS["mask_rcnn_resnet50_fpn"].settings == {"depth": 50}
     model = build_model("mask_rcnn_resnet18_fpn", num_classes=3)
     assert isinstance(model, MaskRCNN) and model.depth == 18
     images, gt = _batch()
