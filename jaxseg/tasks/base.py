@@ -210,6 +210,11 @@ class Task(abc.ABC):
 
         `loss` is the float32 scalar to differentiate with respect to `params`; `metrics`
         are scalars to log (averaged over the logging interval).
+
+        Where a loss is computed follows torchvision: a semantic model returns logits and
+        its task applies `jaxseg.models.softmax_cross_entropy`; Mask R-CNN's losses need
+        the matching and sampling inside its forward pass, so the model returns them
+        (`jaxseg.detection.losses`) and its task sums them.
         """
 
     @abc.abstractmethod
