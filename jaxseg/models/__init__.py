@@ -6,8 +6,6 @@ that name fixes; the remaining attributes come from the config.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from typing import Any
 
 import flax.linen as nn
@@ -18,6 +16,7 @@ from jaxseg.models.fpn import FPN
 from jaxseg.models.losses import IGNORE_LABEL, softmax_cross_entropy
 from jaxseg.models.mask_rcnn import MaskRCNN, mask_rcnn_trainable_mask
 from jaxseg.models.resnet import FrozenBatchNorm, ResNet, trainable_mask
+from jaxseg.models.settings import check_settings
 from jaxseg.models.surgery import transplant
 from jaxseg.models.upsampling import BilinearUpsample, bilinear_kernel, resize_bilinear
 from jaxseg.models.vgg import VGG16
@@ -62,26 +61,15 @@ MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
 def build_model(name: str, **settings: Any) -> nn.Module:
     """Returns the module `name` in `MODELS` built with the attributes `settings`.
 
-    A config's model section calls it whole: `build_model(**config.model)`.
+    A config's model section calls it whole: `build_model(**config.model)`. A group of a
+    part's settings (`rpn`, `roi_heads`, ... of Mask R-CNN) may be a dict or a ConfigDict.
 
     Raises:
-      ValueError: for an unknown name, an unknown attribute, or one the name fixes.
+      ValueError: for an unknown name, an unknown attribute, one the name fixes, an old
+        flat Mask R-CNN setting (naming its new key), or a bad group (see
+        `jaxseg.models.settings`).
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
     cls, fixed = MODELS[name]
-    accepted = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"} - set(fixed)
-    unknown = sorted(set(settings) - accepted)
-    if unknown:
-        hints = [
-            f"{key} -> {close[0]}?"
-            for key in unknown
-            if (close := difflib.get_close_matches(key, sorted(accepted), n=1))
-        ]
-        raise ValueError(
-            f"model {name!r} does not take {unknown}"
-            + (f" (did you mean: {', '.join(hints)})" if hints else "")
-            + f"; it takes {sorted(accepted)}"
-            + (f" ({sorted(fixed)} are fixed by the name)" if fixed else "")
-        )
-    return cls(**fixed, **settings)
+    return cls(**fixed, **check_settings(f"model {name!r}", cls, settings, fixed=fixed))
