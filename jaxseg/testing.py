@@ -4,6 +4,7 @@ Mask R-CNN settings are nested like the model's parts (see `jaxseg.models.settin
 
     model = MaskRCNN(**tiny_mask_rcnn())                        # R18-FPN, 3 classes, 64 px
     model = MaskRCNN(**tiny_mask_rcnn(rpn={'pre_nms_top_n_test': 200}))
+    set_tiny_mask_rcnn(config.model)                            # the same in a config
     set_model_settings(config.model, TINY_MASK_RCNN_WIDTHS)     # narrow a config's model
     flags = model_flags(TINY_MASK_RCNN_WIDTHS)                  # the same for train.py
 """
@@ -83,8 +84,16 @@ def tiny_mask_rcnn(**overrides: Any) -> dict[str, Any]:
     )
 
 
+def set_tiny_mask_rcnn(model_config: Any) -> None:
+    """Narrows a config's Mask R-CNN to `tiny_mask_rcnn()`'s widths and counts.
+
+    The name (so the depth) and the class count stay the config's.
+    """
+    set_model_settings(model_config, merge_settings(TINY_MASK_RCNN_WIDTHS, TINY_MASK_RCNN_COUNTS))
+
+
 def dotted(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Returns nested settings flat with dotted keys: {'fpn': {'channels': 16}} -> {'fpn.channels': 16}."""
+    """Returns nested settings with dotted keys ({'fpn': {'channels': 16}} -> 'fpn.channels')."""
     out = {}
     for key, value in settings.items():
         if isinstance(value, Mapping):

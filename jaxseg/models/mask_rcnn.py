@@ -19,7 +19,7 @@ Parameter names: `backbone/...` (see `ResNet`), `fpn/...` (see `FPN`), `rpn/head
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -121,12 +121,12 @@ class MaskRCNN(nn.Module, kw_only=True):
         float32.
     """
 
-    GROUPS = {
+    GROUPS: ClassVar[dict[str, Group]] = {
         "fpn": Group(FPN),
         "rpn": Group(RPN, derived=("nms", "dtype")),
         "roi_heads": Group(RoIHeads, derived=("num_classes", "nms", "dtype")),
     }
-    RENAMED = RENAMED_SETTINGS
+    RENAMED: ClassVar[dict[str, str]] = RENAMED_SETTINGS
 
     num_classes: int
     depth: int = 50

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -128,7 +128,7 @@ class RoIHeads(nn.Module, kw_only=True):
     nms: str = "auto"
     dtype: Any = jnp.float32
 
-    GROUPS = {
+    GROUPS: ClassVar[dict[str, Group]] = {
         "box_head": Group(TwoMLPHead),
         "mask_head": Group(MaskHead, derived=("num_classes", "dtype")),
     }

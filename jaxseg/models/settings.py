@@ -116,7 +116,12 @@ def check_group(owner: str, path: str, group: Group, value: Any) -> FrozenDict:
 
 
 def check_settings(
-    owner: str, cls: type, settings: Mapping[str, Any], *, fixed: Mapping[str, Any] = FrozenDict()
+    owner: str,
+    cls: type,
+    settings: Mapping[str, Any],
+    *,
+    fixed: Mapping[str, Any] = FrozenDict(),
+    fixed_by: str = "the name",
 ) -> dict[str, Any]:
     """Returns `settings` for `cls(**fixed, **result)`: keys checked, groups frozen.
 
@@ -126,6 +131,7 @@ def check_settings(
         `RENAMED` one maps old (flat) keys to their new dotted names.
       settings: attribute values; a group may be a dict, FrozenDict or ConfigDict.
       fixed: attributes set by the caller (e.g. by a model name), not settable here.
+      fixed_by: what fixes them, for the message.
 
     Raises:
       ValueError: for an old key (naming its new one), an unknown key, a fixed one, or a
@@ -140,7 +146,7 @@ def check_settings(
     if unknown:
         raise ValueError(
             _unknown_message(owner, unknown, accepted)
-            + (f" ({sorted(fixed)} are fixed by the name)" if fixed else "")
+            + (f" ({sorted(fixed)} are fixed by {fixed_by})" if fixed else "")
         )
     out = dict(settings)
     for key, group in _groups(cls).items():
@@ -158,6 +164,30 @@ def freeze_groups(module: Any) -> None:
     for key, group in _groups(type(module)).items():
         value = check_group(type(module).__name__, key, group, getattr(module, key))
         object.__setattr__(module, key, value)  # the dataclass is frozen after __init__
+
+
+def get_setting(module: Any, key: str) -> Any:
+    """Returns the value a part of `module` runs with: its group's, else the part's default.
+
+    `get_setting(model, 'roi_heads.mask_rois_per_image')` is 128 for `MaskRCNN(num_classes=K)`;
+    a key without dots is the module's own attribute.
+
+    Raises:
+      ValueError: for a key that names no setting.
+    """
+    *groups, leaf = key.split(".")
+    cls = type(module)
+    values: Mapping[str, Any] = {name: getattr(module, name) for name in _attributes(cls)}
+    for group in groups:
+        if group not in _groups(cls):
+            raise ValueError(f"{key!r}: {cls.__name__} has no group {group!r}")
+        cls, values = _groups(cls)[group].module, values.get(group, {})
+    if leaf in values:
+        return values[leaf]
+    field = _attributes(cls).get(leaf)
+    if field is None or field.default is dataclasses.MISSING:
+        raise ValueError(f"{key!r}: {cls.__name__} has no setting {leaf!r} with a default")
+    return field.default
 
 
 def group_defaults(cls: type) -> dict[str, dict[str, Any]]:
