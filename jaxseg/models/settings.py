@@ -5,8 +5,11 @@ mirrors the module tree (`config.model.rpn.pre_nms_top_n_train`, like detectron2
 `MODEL.RPN.*`) instead of the parent re-declaring every part's attributes flat::
 
     class MaskRCNN(nn.Module):
-        GROUPS = {'rpn': Group(RPN, derived=('nms', 'dtype')), ...}   # class attribute
-        rpn: Mapping[str, Any] = FrozenDict()                         # a dataclass field
+        GROUPS: ClassVar = {'rpn': Group(RPN, derived=('nms', 'dtype')), ...}
+        rpn: Mapping[str, Any] = FrozenDict()      # a dataclass field: RPN's overrides
+        def __post_init__(self):
+            freeze_groups(self)                    # checked and hashable however built
+            super().__post_init__()
         ...
         RPN(**self.rpn, nms=self.nms, dtype=self.dtype, name='rpn')
 
@@ -16,7 +19,9 @@ with `GROUPS` of its own takes them inside its group (`roi_heads.mask_head.chann
 `check_settings` validates keyword settings against the class (unknown keys get a
 did-you-mean; a key listed in the class's `RENAMED` gets its new dotted name) and turns
 every group (dict, `ml_collections.ConfigDict`) into a hashable `flax.core.FrozenDict`, so
-the module can be hashed and compared like any other.
+the module can be hashed and compared like any other. Also here: `group_defaults` (every
+group at its defaults, for configs), `get_setting` (the value a part runs with), `nest`
+(dotted keys to groups) and `refuse_renamed` (old keywords of the module's constructor).
 """
 
 from __future__ import annotations
@@ -146,7 +151,7 @@ def check_settings(
     if unknown:
         raise ValueError(
             _unknown_message(owner, unknown, accepted)
-            + (f" ({sorted(fixed)} are fixed by {fixed_by})" if fixed else "")
+            + (f" ({sorted(fixed)} fixed by {fixed_by})" if fixed else "")
         )
     out = dict(settings)
     for key, group in _groups(cls).items():

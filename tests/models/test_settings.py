@@ -155,7 +155,7 @@ def test_defaults_are_the_parts_own():
         ),
         ({"fpn": 16}, r"setting 'fpn' is a group of FPN settings.*got 16"),
         ({"fpn_width": 16}, r"does not take \['fpn_width'\]"),
-        ({"depth": 18}, r"\['depth'\] are fixed by the name"),
+        ({"depth": 18}, r"\['depth'\] fixed by the name"),
     ],
 )
 def test_bad_settings_name_the_group_and_the_key(settings, message):
