@@ -63,15 +63,15 @@ MODELS = {
     "mask_rcnn": dict(label="Mask R-CNN R50-FPN", size=1024, batch=8, tiny_size=128, tiny_batch=1),
     "fcn": dict(label="FCN-8s VGG16", size=512, batch=16, tiny_size=64, tiny_batch=1),
 }
-# Mask R-CNN counts of the dry run (jaxseg name -> torchvision name); the full run keeps
-# both frameworks' defaults, which are the same numbers.
+# Mask R-CNN counts of the dry run (jaxseg dotted setting -> torchvision name); the full run
+# keeps both frameworks' defaults, which are the same numbers.
 TINY_COUNTS = {
-    "rpn_pre_nms_top_n_train": ("rpn_pre_nms_top_n_train", 200),
-    "rpn_post_nms_top_n_train": ("rpn_post_nms_top_n_train", 100),
-    "rpn_pre_nms_top_n_test": ("rpn_pre_nms_top_n_test", 100),
-    "rpn_post_nms_top_n_test": ("rpn_post_nms_top_n_test", 50),
-    "box_batch_size_per_image": ("box_batch_size_per_image", 64),
-    "detections_per_image": ("box_detections_per_img", 20),
+    "rpn.pre_nms_top_n_train": ("rpn_pre_nms_top_n_train", 200),
+    "rpn.post_nms_top_n_train": ("rpn_post_nms_top_n_train", 100),
+    "rpn.pre_nms_top_n_test": ("rpn_pre_nms_top_n_test", 100),
+    "rpn.post_nms_top_n_test": ("rpn_post_nms_top_n_test", 50),
+    "roi_heads.batch_size_per_image": ("box_batch_size_per_image", 64),
+    "roi_heads.detections_per_image": ("box_detections_per_img", 20),
 }
 TINY_MASK_ROIS = 16
 # Correctness: inference sizes (full, tiny), detections kept, and the tolerances.
@@ -167,6 +167,7 @@ def torch_mask_rcnn(torch, *, size, setup, tiny, check=False, build=True):
 def jax_mask_rcnn(torch, *, size, setup, tiny, dtype, mask_rois=None, check=False):
     """Returns `(model, variables)`: torch_mask_rcnn's weights converted by jaxseg.convert."""
     from jaxseg.convert import convert_state_dict
+    from jaxseg.models.settings import nest
 
     _, state = torch_mask_rcnn(torch, size=size, setup=setup, tiny=tiny, check=check, build=False)
     settings = dict(dtype=dtype)
@@ -175,11 +176,11 @@ def jax_mask_rcnn(torch, *, size, setup, tiny, dtype, mask_rois=None, check=Fals
     if tiny:
         settings.update({name: value for name, (_, value) in TINY_COUNTS.items()})
     if mask_rois:
-        settings.update(mask_rois_per_image=mask_rois)
+        settings["roi_heads.mask_rois_per_image"] = mask_rois
     if check:
-        settings.update(box_score_threshold=CHECK_SCORE_THRESHOLD)
-        settings.update(detections_per_image=CHECK_DETECTIONS)
-    conversion = convert_state_dict(state, "maskrcnn_resnet50_fpn", **settings)
+        settings["roi_heads.score_threshold"] = CHECK_SCORE_THRESHOLD
+        settings["roi_heads.detections_per_image"] = CHECK_DETECTIONS
+    conversion = convert_state_dict(state, "maskrcnn_resnet50_fpn", **nest(settings))
     return conversion.model, conversion.variables
 
 
@@ -298,6 +299,7 @@ def run_jax(model_name, dtype_name, args):
 
     from jaxseg.detection import Instances, total_loss
     from jaxseg.models import softmax_cross_entropy
+    from jaxseg.models.settings import get_setting
 
     size, batch = _shape(model_name, args)
     dtype = jnp.dtype(dtype_name)
@@ -391,7 +393,11 @@ def run_jax(model_name, dtype_name, args):
         "peak_gib": _peak_gib(device),
         "loss_first": float(losses[0]),
         "loss_last": float(losses[-1]),
-        "mask_rois_per_image": model.mask_rois_per_image if model_name == "mask_rcnn" else None,
+        "mask_rois_per_image": (
+            get_setting(model, "roi_heads.mask_rois_per_image")
+            if model_name == "mask_rcnn"
+            else None
+        ),
         "env": _device_info(jax=jax),
     }
 

@@ -67,13 +67,13 @@ def run_jax(size: int, steps: int, frozen: bool = False, mask_rois: int = 128) -
         valid=jnp.ones((BATCH, OBJECTS), bool),
     )
     if frozen:
-        model = MaskRCNN(num_classes=CLASSES, mask_rois_per_image=mask_rois)
+        model = MaskRCNN(num_classes=CLASSES, roi_heads={"mask_rois_per_image": mask_rois})
     else:
         model = MaskRCNN(
             num_classes=CLASSES,
             backbone_norm="batch",
             frozen_stages=0,
-            mask_rois_per_image=mask_rois,
+            roi_heads={"mask_rois_per_image": mask_rois},
         )
     # 'rbg' keys: threefry initialisers compile slowly on CPU (init is not measured).
     variables = jax.jit(lambda k: model.init({"params": k}, images, train=False))(

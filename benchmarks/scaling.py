@@ -32,18 +32,6 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = {"fcn8s": 21, "mask_rcnn": 80}
-# Mask R-CNN counts that keep the CPU runs small; --full-size uses the model's defaults.
-MASK_RCNN_SMALL = dict(
-    anchor_sizes=((8,), (16,), (32,), (64,), (128,)),
-    rpn_pre_nms_top_n_train=200,
-    rpn_post_nms_top_n_train=100,
-    rpn_batch_size_per_image=64,
-    box_batch_size_per_image=64,
-    mask_rois_per_image=16,
-    representation_size=64,
-    fpn_channels=32,
-    mask_channels=16,
-)
 
 
 def _task(model_name, args):
@@ -73,7 +61,10 @@ def _task(model_name, args):
             return softmax_cross_entropy(logits, batch["label"]), {}
 
     else:
-        settings = {} if args.full_size else MASK_RCNN_SMALL
+        from jaxseg.testing import SMALL_MASK_RCNN
+
+        # Counts that keep the CPU runs small; --full-size uses the model's defaults.
+        settings = {} if args.full_size else SMALL_MASK_RCNN
         model = build_model(
             "mask_rcnn_resnet50_fpn",
             num_classes=NUM_CLASSES["mask_rcnn"],

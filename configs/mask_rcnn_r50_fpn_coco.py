@@ -18,10 +18,10 @@ torchvision reports 37.9 box AP / 34.6 mask AP on val2017 for this recipe (26 ep
 lr steps at 16 and 22, on 8 GPUs); it has not been reproduced with jaxseg.
 
 detectron2's R50-FPN 1x (38.6 / 35.2) differs in, as overrides:
-  --config.model.aligned=True              # RoIAlign with the half-pixel shift
-  --config.model.sampling_ratio=-1         # adaptive ceil(roi / bin) samples, under a
-                                           # static cap of 4 per axis (exact below it)
-  --config.model.rpn_post_nms_top_n_train=1000   # detectron2 keeps 1000 per image in training
+  --config.model.roi_heads.aligned=True        # RoIAlign with the half-pixel shift
+  --config.model.roi_heads.sampling_ratio=-1   # adaptive ceil(roi / bin) samples, under a
+                                               # static cap of 4 per axis (exact below it)
+  --config.model.rpn.post_nms_top_n_train=1000   # detectron2 keeps 1000 per image in training
   --config.optimizer.warmup_steps=1000 --config.num_train_steps=90000
   --config.optimizer.decay_boundaries="(0.6667, 0.8889)"   # steps 60k and 80k
   and the "BGR, caffe-style" ImageNet weights with pixel means only (no std), which
@@ -31,12 +31,16 @@ Measured: nothing yet (no COCO training has been run with jaxseg).
 """
 
 from jaxseg.config import base_config
+from jaxseg.models import MaskRCNN
+from jaxseg.models.settings import group_defaults
 
 
 def get_config():
     config = base_config()
     config.model.name = "mask_rcnn_resnet50_fpn"
-    # Every other model attribute keeps MaskRCNN's default, which is torchvision's.
+    # Every part's settings at MaskRCNN's defaults, which are torchvision's (listed so each
+    # can be overridden from the command line, e.g. --config.model.rpn.min_size=0.01).
+    config.model.update(group_defaults(MaskRCNN))
 
     config.dataset.name = "coco"
     config.dataset.config = ""

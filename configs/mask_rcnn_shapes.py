@@ -16,6 +16,8 @@ With --config.seed=1: box AP 0.643, mask AP 0.540.
 """
 
 from jaxseg.config import base_config
+from jaxseg.models import MaskRCNN
+from jaxseg.models.settings import group_defaults
 
 
 def get_config():
@@ -24,19 +26,24 @@ def get_config():
     config.model.width = 0.25
     config.model.backbone_norm = "batch"
     config.model.frozen_stages = 0
-    config.model.fpn_channels = 64
-    config.model.anchor_sizes = ((8,), (16,), (32,), (64,), (128,))
-    config.model.rpn_pre_nms_top_n_train = 100
-    config.model.rpn_pre_nms_top_n_test = 50
-    config.model.rpn_post_nms_top_n_train = 100
-    config.model.rpn_post_nms_top_n_test = 50
-    config.model.rpn_batch_size_per_image = 128
-    config.model.representation_size = 128
-    config.model.mask_channels = 32
-    config.model.box_batch_size_per_image = 32
-    config.model.mask_rois_per_image = 8
-    config.model.detections_per_image = 30
-    config.model.pooler = "roi_align"
+    # Every part's settings, torchvision's defaults first (so each can be overridden from
+    # the command line, e.g. --config.model.rpn.min_size=0.01), then this config's.
+    config.model.update(group_defaults(MaskRCNN))
+    config.model.fpn.channels = 64
+    rpn = config.model.rpn
+    rpn.anchor_sizes = ((8,), (16,), (32,), (64,), (128,))
+    rpn.pre_nms_top_n_train = 100
+    rpn.pre_nms_top_n_test = 50
+    rpn.post_nms_top_n_train = 100
+    rpn.post_nms_top_n_test = 50
+    rpn.batch_size_per_image = 128
+    roi_heads = config.model.roi_heads
+    roi_heads.pooler = "roi_align"
+    roi_heads.batch_size_per_image = 32
+    roi_heads.mask_rois_per_image = 8
+    roi_heads.detections_per_image = 30
+    roi_heads.box_head.representation_size = 128
+    roi_heads.mask_head.channels = 32
 
     config.dataset.name = "jaxseg_shapes"
     config.dataset.config = "instance"

@@ -25,5 +25,5 @@ def get_config():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config()
-    config.model.pooler = "roi_pool"
+    config.model.roi_heads.pooler = "roi_pool"
     return config

@@ -24,6 +24,7 @@ from jaxseg.compile_report.report import compile_report, make_report_task
 from jaxseg.compile_report.table import format_report
 from jaxseg.config import base_config
 from jaxseg.data import shapes
+from jaxseg.testing import TINY_MASK_RCNN_NAME, set_tiny_mask_rcnn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_LIBTPU = importlib.util.find_spec("libtpu") is not None
@@ -50,26 +51,10 @@ def tiny_fcn_config():
 
 
 def tiny_mask_rcnn_config():
-    """Mask R-CNN R18-FPN at the sizes of tests/train/scaling_worker.py, 64 px, batch 2."""
+    """Mask R-CNN R18-FPN at the sizes of `jaxseg.testing.tiny_mask_rcnn`, 64 px, batch 2."""
     config = base_config()
-    config.model.name = "mask_rcnn_resnet18_fpn"
-    settings = dict(
-        width=0.125,
-        fpn_channels=16,
-        representation_size=32,
-        mask_channels=8,
-        anchor_sizes=((8,), (16,), (32,), (64,), (128,)),
-        rpn_pre_nms_top_n_train=100,
-        rpn_post_nms_top_n_train=50,
-        rpn_pre_nms_top_n_test=50,
-        rpn_post_nms_top_n_test=30,
-        rpn_batch_size_per_image=64,
-        box_batch_size_per_image=32,
-        mask_rois_per_image=8,
-        detections_per_image=10,
-    )
-    for key, value in settings.items():
-        config.model[key] = value
+    config.model.name = TINY_MASK_RCNN_NAME
+    set_tiny_mask_rcnn(config.model)
     config.dataset.config = "instance"
     config.dataset.image_size = 64
     config.dataset.eval_image_size = 64

@@ -17,6 +17,7 @@ from PIL import Image
 from jaxseg.config import base_config
 from jaxseg.data import CocoFormatConfig
 from jaxseg.tasks.base import dataset_kwargs
+from jaxseg.testing import TINY_MASK_RCNN_WIDTHS, model_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -122,11 +123,7 @@ def _train(config_file, workdir, overrides, tmp_path, *, check=True):
         str(workdir),
         f"--config.compilation_cache_dir={tmp_path / 'xla'}",
         f"--config.dataset.data_dir={tmp_path / 'tfds'}",
-        "--config.model.width=0.125",
-        "--config.model.fpn_channels=16",
-        "--config.model.representation_size=32",
-        "--config.model.mask_channels=8",
-        "--config.model.detections_per_image=10",
+        *model_flags(TINY_MASK_RCNN_WIDTHS),
         "--config.dataset.mask_size=28",
         "--config.batch_size=2",
         "--config.num_train_steps=2",

@@ -8,17 +8,15 @@ import sys
 
 import pytest
 
+from jaxseg.testing import TINY_MASK_RCNN_WIDTHS, model_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
 def test_mask_rcnn_train_then_eval(tmp_path):
     overrides = [
-        "--config.model.width=0.125",
-        "--config.model.fpn_channels=16",
-        "--config.model.representation_size=32",
-        "--config.model.mask_channels=8",
-        "--config.model.detections_per_image=10",
+        *model_flags(TINY_MASK_RCNN_WIDTHS),
         "--config.dataset.config=small",
         "--config.dataset.eval_split=validation[:6]",
         f"--config.dataset.data_dir={tmp_path / 'tfds'}",

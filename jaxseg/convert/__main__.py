@@ -22,6 +22,7 @@ from jaxseg.convert.archs import ARCHS
 from jaxseg.convert.checkpoint import save_converted
 from jaxseg.convert.converter import convert_state_dict
 from jaxseg.convert.reading import read_state_dict
+from jaxseg.models.settings import nest
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=JSON",
-        help="another module attribute, e.g. norm='\"frozen\"' or aux_loss=false",
+        help="another module attribute, e.g. norm='\"frozen\"' or aux_loss=false; a "
+        "Mask R-CNN part's by its dotted name, e.g. roi_heads.score_threshold=0.01",
     )
     return parser
 
@@ -85,7 +87,7 @@ def _settings(args: argparse.Namespace) -> dict:
         settings[name] = tuple(parsed) if isinstance(parsed, list) else parsed
     if args.num_classes is not None:
         settings["num_classes"] = args.num_classes
-    return settings
+    return nest(settings)  # rpn.min_size=0 -> rpn={'min_size': 0}
 
 
 def main(argv: list[str] | None = None) -> int:

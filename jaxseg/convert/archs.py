@@ -17,6 +17,7 @@ import flax.linen as nn
 
 from jaxseg.convert import naming
 from jaxseg.models import VGG16, FCNResNet, MaskRCNN, ResNet
+from jaxseg.models.settings import check_settings
 
 __all__ = ["ARCHS", "Arch", "get_arch", "guess_arch"]
 
@@ -64,21 +65,20 @@ class Arch:
         """Returns the jaxseg module with `settings` on top of the fixed attributes.
 
         Raises:
-          ValueError: for an attribute the module does not take or the name fixes.
+          ValueError: for an attribute the module does not take or the name fixes, an old
+            flat Mask R-CNN setting or a bad group of one (see `jaxseg.models.settings`).
         """
-        fields = {f.name for f in dataclasses.fields(self.module_class)} - {"parent", "name"}
-        accepted = fields - set(self.fixed)
-        unknown = sorted(set(settings) - accepted)
-        if unknown:
-            raise ValueError(
-                f"{self.name}: {self.module_class.__name__} does not take {unknown}; it takes "
-                f"{sorted(accepted)}"
-                + (f" ({sorted(self.fixed)} fixed by the arch)" if self.fixed else "")
-            )
+        settings = check_settings(
+            f"{self.name}: {self.module_class.__name__}",
+            self.module_class,
+            settings,
+            fixed=self.fixed,
+            fixed_by="the arch",
+        )
         required = sorted(
             f.name
             for f in dataclasses.fields(self.module_class)
-            if f.name in accepted
+            if f.name not in self.fixed
             and f.default is dataclasses.MISSING
             and f.default_factory is dataclasses.MISSING
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -43,12 +44,14 @@ def _nest(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
     return tree
 
 
-def _json_settings(settings: dict[str, Any]) -> dict[str, Any]:
+def _json_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """Returns the module attributes as JSON values (dtypes by name, tuples as lists)."""
     out = {}
     for key, value in settings.items():
         if key == "dtype":
             value = jnp.dtype(value).name
+        elif isinstance(value, Mapping):  # a group of a part's settings (Mask R-CNN's rpn)
+            value = _json_settings(value)
         elif isinstance(value, tuple):
             value = list(value)
         out[key] = value.item() if isinstance(value, np.generic) else value

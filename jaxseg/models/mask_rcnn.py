@@ -18,12 +18,13 @@ Parameter names: `backbone/...` (see `ResNet`), `fpn/...` (see `FPN`), `rpn/head
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.core import FrozenDict
 from jax.typing import ArrayLike
 
 from jaxseg import ops
@@ -32,6 +33,7 @@ from jaxseg.models.fpn import FPN
 from jaxseg.models.resnet import ResNet, trainable_mask
 from jaxseg.models.roi_heads import RoIHeads
 from jaxseg.models.rpn import RPN
+from jaxseg.models.settings import Group, freeze_groups, refuse_renamed
 from jaxseg.ops.nms import check_nms_method
 
 
@@ -52,65 +54,95 @@ def sanitize_instances(gt: Instances, image_size: tuple[int, int]) -> Instances:
     )
 
 
+# The flat attributes MaskRCNN took before its settings were grouped by part.
+RENAMED_SETTINGS: dict[str, str] = {
+    "fpn_channels": "fpn.channels",
+    "anchor_sizes": "rpn.anchor_sizes",
+    "aspect_ratios": "rpn.aspect_ratios",
+    **{
+        f"rpn_{key}": f"rpn.{key}"
+        for key in (
+            "pre_nms_top_n_train",
+            "pre_nms_top_n_test",
+            "post_nms_top_n_train",
+            "post_nms_top_n_test",
+            "nms_threshold",
+            "fg_iou_threshold",
+            "bg_iou_threshold",
+            "batch_size_per_image",
+            "positive_fraction",
+        )
+    },
+    "pooler": "roi_heads.pooler",
+    "sampling_ratio": "roi_heads.sampling_ratio",
+    "aligned": "roi_heads.aligned",
+    "representation_size": "roi_heads.box_head.representation_size",
+    "mask_channels": "roi_heads.mask_head.channels",
+    "box_batch_size_per_image": "roi_heads.batch_size_per_image",
+    "box_positive_fraction": "roi_heads.positive_fraction",
+    "box_fg_iou_threshold": "roi_heads.fg_iou_threshold",
+    "box_score_threshold": "roi_heads.score_threshold",
+    "box_nms_threshold": "roi_heads.nms_threshold",
+    "mask_rois_per_image": "roi_heads.mask_rois_per_image",
+    "detections_per_image": "roi_heads.detections_per_image",
+}
+
+
+@refuse_renamed
 class MaskRCNN(nn.Module, kw_only=True):
     """Mask R-CNN; see the module docstring. Defaults are torchvision's `maskrcnn_resnet50_fpn`.
+
+    The settings of each part are a group of that part's own attributes, mirroring the
+    module tree (see `jaxseg.models.settings`); what a group leaves out keeps the part's
+    default (torchvision's), and the parent supplies num_classes, nms and dtype::
+
+        MaskRCNN(num_classes=K, rpn={'pre_nms_top_n_test': 500},
+                 roi_heads={'detections_per_image': 50, 'mask_head': {'channels': 128}})
 
     Attributes:
       num_classes: K object classes (background excluded).
       depth, width: ResNet depth (18, 34, 50, 101) and channel multiplier.
       backbone_norm: 'frozen' (torchvision), 'batch' or 'group'.
       frozen_stages: backbone stages without gradient (2: stem and layer1).
-      fpn_channels: 256.
-      anchor_sizes, aspect_ratios: per level sizes (P2..P6) and shared ratios.
-      rpn_*: see `RPN` (pre/post-NMS counts for training and test, NMS threshold,
-        matching thresholds, sampled anchors per image and their positive fraction).
+      fpn: settings of `FPN` (channels, extra_max_pool).
+      rpn: settings of `RPN` (anchor_sizes, aspect_ratios, pre/post-NMS counts for training
+        and test, nms_threshold, min_size, score_threshold, matching thresholds, sampled
+        anchors per image and their positive fraction, smooth_l1_beta).
+      roi_heads: settings of `RoIHeads` (pooler, sampling ratios, output sizes, sampled RoIs,
+        matching IoU, mask RoIs, box coder weights, smooth_l1_beta, inference thresholds,
+        detections_per_image), with the groups `box_head` (`TwoMLPHead`) and `mask_head`
+        (`MaskHead`).
       nms: the NMS algorithm of the RPN's proposals and of the detections' per-class NMS,
         'auto' (tiled where the program is lowered for GPU/TPU; on CPU greedy or tiled,
         whichever is faster for the counts), 'greedy' or 'tiled'; all keep the same boxes
         (see `jaxseg.ops.nms`).
-      pooler, sampling_ratio, aligned: the RoI pooler (see `pool_rois`).
-      representation_size, mask_channels: box-head FC width, mask-head conv width.
-      box_*: see `RoIHeads` (sampled RoIs per image, positive fraction, matching IoU,
-        inference score / NMS thresholds).
-      mask_rois_per_image: fixed mask RoIs per image in training.
-      detections_per_image: D.
       mask_format: 'crop' or 'canvas', the layout of the ground-truth masks.
       dtype: compute dtype (float32 or bfloat16); parameters, box decoding and losses stay
         float32.
     """
+
+    GROUPS: ClassVar[dict[str, Group]] = {
+        "fpn": Group(FPN),
+        "rpn": Group(RPN, derived=("nms", "dtype")),
+        "roi_heads": Group(RoIHeads, derived=("num_classes", "nms", "dtype")),
+    }
+    RENAMED: ClassVar[dict[str, str]] = RENAMED_SETTINGS
 
     num_classes: int
     depth: int = 50
     width: float = 1.0
     backbone_norm: str = "frozen"
     frozen_stages: int = 2
-    fpn_channels: int = 256
-    anchor_sizes: Sequence[Sequence[float]] = ((32,), (64,), (128,), (256,), (512,))
-    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0)
-    rpn_pre_nms_top_n_train: int = 2000
-    rpn_pre_nms_top_n_test: int = 1000
-    rpn_post_nms_top_n_train: int = 2000
-    rpn_post_nms_top_n_test: int = 1000
-    rpn_nms_threshold: float = 0.7
-    rpn_fg_iou_threshold: float = 0.7
-    rpn_bg_iou_threshold: float = 0.3
-    rpn_batch_size_per_image: int = 256
-    rpn_positive_fraction: float = 0.5
+    fpn: Mapping[str, Any] = FrozenDict()
+    rpn: Mapping[str, Any] = FrozenDict()
+    roi_heads: Mapping[str, Any] = FrozenDict()
     nms: str = "auto"
-    pooler: str = "roi_align"
-    sampling_ratio: int = 2
-    aligned: bool = False
-    representation_size: int = 1024
-    mask_channels: int = 256
-    box_batch_size_per_image: int = 512
-    box_positive_fraction: float = 0.25
-    box_fg_iou_threshold: float = 0.5
-    box_score_threshold: float = 0.05
-    box_nms_threshold: float = 0.5
-    mask_rois_per_image: int = 128
-    detections_per_image: int = 100
     mask_format: str = "crop"
     dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        freeze_groups(self)
+        super().__post_init__()
 
     @nn.compact
     def __call__(
@@ -157,40 +189,16 @@ class MaskRCNN(nn.Module, kw_only=True):
             dtype=self.dtype,
             name="backbone",
         )(images, train=train)
-        features = FPN(channels=self.fpn_channels, dtype=self.dtype, name="fpn")(
+        features = FPN(**self.fpn, dtype=self.dtype, name="fpn")(
             [c["c2"], c["c3"], c["c4"], c["c5"]]
         )
-        proposals, rpn_losses = RPN(
-            anchor_sizes=self.anchor_sizes,
-            aspect_ratios=self.aspect_ratios,
-            pre_nms_top_n_train=self.rpn_pre_nms_top_n_train,
-            pre_nms_top_n_test=self.rpn_pre_nms_top_n_test,
-            post_nms_top_n_train=self.rpn_post_nms_top_n_train,
-            post_nms_top_n_test=self.rpn_post_nms_top_n_test,
-            nms_threshold=self.rpn_nms_threshold,
-            fg_iou_threshold=self.rpn_fg_iou_threshold,
-            bg_iou_threshold=self.rpn_bg_iou_threshold,
-            batch_size_per_image=self.rpn_batch_size_per_image,
-            positive_fraction=self.rpn_positive_fraction,
-            nms=self.nms,
-            dtype=self.dtype,
-            name="rpn",
-        )(features, image_size, gt, train=train)
+        proposals, rpn_losses = RPN(**self.rpn, nms=self.nms, dtype=self.dtype, name="rpn")(
+            features, image_size, gt, train=train
+        )
         detections, roi_losses = RoIHeads(
+            **self.roi_heads,
             num_classes=self.num_classes,
-            pooler=self.pooler,
-            sampling_ratio=self.sampling_ratio,
-            aligned=self.aligned,
-            representation_size=self.representation_size,
-            mask_channels=self.mask_channels,
-            fg_iou_threshold=self.box_fg_iou_threshold,
-            batch_size_per_image=self.box_batch_size_per_image,
-            positive_fraction=self.box_positive_fraction,
-            mask_rois_per_image=self.mask_rois_per_image,
-            score_threshold=self.box_score_threshold,
-            nms_threshold=self.box_nms_threshold,
             nms=self.nms,
-            detections_per_image=self.detections_per_image,
             dtype=self.dtype,
             name="roi_heads",
         )(features[:4], proposals, image_size, gt, train=train)

@@ -18,6 +18,7 @@ import flax.linen as nn
 from jaxseg.models.fcn import FCN
 from jaxseg.models.fcn_resnet import FCNResNet
 from jaxseg.models.mask_rcnn import MaskRCNN
+from jaxseg.models.settings import check_settings
 
 __all__ = ["MODELS", "ModelEntry", "build_model", "model_entry"]
 
@@ -74,24 +75,16 @@ def build_model(name: str, **settings: Any) -> nn.Module:
 
     A config's model section calls it whole: `build_model(**config.model)`.
 
+    A group of a part's settings (`rpn`, `roi_heads`, ... of Mask R-CNN) may be a dict or a
+    ConfigDict.
+
     Raises:
       ValueError: for an unknown name, an unknown attribute (with the closest one the
-        module has), or one the name fixes.
+        module has), one the name fixes, an old flat Mask R-CNN setting (naming its new
+        key), or a bad group (see `jaxseg.models.settings`).
     """
     entry = model_entry(name)
     fixed = dict(entry.settings)
-    accepted = {f.name for f in dataclasses.fields(entry.module)} - {"parent", "name"} - set(fixed)
-    unknown = sorted(set(settings) - accepted)
-    if unknown:
-        hints = [
-            f"{key} -> {close[0]}?"
-            for key in unknown
-            if (close := difflib.get_close_matches(key, sorted(accepted), n=1))
-        ]
-        raise ValueError(
-            f"model {name!r} does not take {unknown}"
-            + (f" (did you mean: {', '.join(hints)})" if hints else "")
-            + f"; it takes {sorted(accepted)}"
-            + (f" ({sorted(fixed)} are fixed by the name)" if fixed else "")
-        )
-    return entry.module(**fixed, **settings)
+    return entry.module(
+        **fixed, **check_settings(f"model {name!r}", entry.module, settings, fixed=fixed)
+    )

@@ -7,12 +7,13 @@ box and mask branches.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.core import FrozenDict
 
 from jaxseg import ops
 from jaxseg.detection import losses as det_losses
@@ -21,6 +22,7 @@ from jaxseg.detection.structures import Detections, Instances, Proposals
 from jaxseg.detection.targets import mask_targets, sample_rois
 from jaxseg.models.box_head import FastRCNNPredictor, TwoMLPHead
 from jaxseg.models.mask_head import MaskHead
+from jaxseg.models.settings import Group, freeze_groups
 
 POOLERS = ("roi_align", "roi_pool")
 
@@ -86,8 +88,9 @@ class RoIHeads(nn.Module, kw_only=True):
         torchvision's `project_masks_on_boxes` (adaptive), capped at
         ceil(max(image size) / mask size), so exact for every RoI inside the image.
       box_output_size, mask_output_size: RoI feature sizes (7, 14).
-      representation_size: FC width of the box head (1024).
-      mask_channels: conv width of the mask head (256).
+      box_head: settings of `TwoMLPHead` (representation_size: its FC width, 1024).
+      mask_head: settings of `MaskHead` (channels: its conv width, 256; num_convs: 4);
+        RoIHeads supplies their num_classes and dtype (see `jaxseg.models.settings`).
       fg_iou_threshold: RoI matching (0.5).
       batch_size_per_image, positive_fraction: RoIs sampled per image (512, 0.25).
       mask_rois_per_image: fixed number of mask RoIs per image, the first sampled ones
@@ -111,8 +114,8 @@ class RoIHeads(nn.Module, kw_only=True):
     mask_target_sampling_ratio: int = -1
     box_output_size: int = 7
     mask_output_size: int = 14
-    representation_size: int = 1024
-    mask_channels: int = 256
+    box_head: Mapping[str, Any] = FrozenDict()
+    mask_head: Mapping[str, Any] = FrozenDict()
     fg_iou_threshold: float = 0.5
     batch_size_per_image: int = 512
     positive_fraction: float = 0.25
@@ -124,6 +127,15 @@ class RoIHeads(nn.Module, kw_only=True):
     detections_per_image: int = 100
     nms: str = "auto"
     dtype: Any = jnp.float32
+
+    GROUPS: ClassVar[dict[str, Group]] = {
+        "box_head": Group(TwoMLPHead),
+        "mask_head": Group(MaskHead, derived=("num_classes", "dtype")),
+    }
+
+    def __post_init__(self):
+        freeze_groups(self)
+        super().__post_init__()
 
     def _pool(self, features, boxes, image_size, size):
         return pool_rois(
@@ -161,13 +173,9 @@ class RoIHeads(nn.Module, kw_only=True):
           `(Detections, {})` with D = detections_per_image.
         """
         k1 = self.num_classes + 1
-        box_head = TwoMLPHead(
-            representation_size=self.representation_size, dtype=self.dtype, name="box_head"
-        )
+        box_head = TwoMLPHead(**self.box_head, dtype=self.dtype, name="box_head")
         predictor = FastRCNNPredictor(num_classes=k1, dtype=self.dtype, name="box_predictor")
-        mask_head = MaskHead(
-            num_classes=k1, channels=self.mask_channels, dtype=self.dtype, name="mask_head"
-        )
+        mask_head = MaskHead(**self.mask_head, num_classes=k1, dtype=self.dtype, name="mask_head")
         batch = features[0].shape[0]
 
         def box_branch(boxes):  # [B, R, 4] -> [B, R, K + 1], [B, R, K + 1, 4]

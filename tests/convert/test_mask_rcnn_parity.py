@@ -71,8 +71,7 @@ def outputs(settle_batch_norm):
     model, variables = from_torchvision(
         net.state_dict(),
         "maskrcnn_resnet50_fpn",
-        box_score_threshold=SCORE_THRESHOLD,
-        detections_per_image=DETECTIONS,
+        roi_heads={"score_threshold": SCORE_THRESHOLD, "detections_per_image": DETECTIONS},
     )
 
     def forward(variables, x):

@@ -14,6 +14,7 @@ from jaxseg.evaluation.visualize import draw_instances, segmentation_overlay
 from jaxseg.inference.run import predict_images
 from jaxseg.models import FCNResNet, MaskRCNN
 from jaxseg.tasks import make_task
+from jaxseg.testing import TINY_MASK_RCNN_WIDTHS, merge_settings
 
 
 def _write_images(directory):
@@ -124,28 +125,17 @@ def test_converted_fcn_folder_needs_no_config(tmp_path):
 
 
 def test_converted_mask_rcnn_folder_needs_no_config(tmp_path):
-    model = MaskRCNN(
-        depth=50,
-        width=0.125,
-        num_classes=90,
-        fpn_channels=16,
-        representation_size=32,
-        mask_channels=8,
-        rpn_pre_nms_top_n_test=50,
-        rpn_post_nms_top_n_test=20,
-        box_score_threshold=0.0,
-        detections_per_image=5,
+    # The tiny widths on ResNet-50 (the converted arch's depth), 90 classes as COCO's.
+    settings = merge_settings(
+        TINY_MASK_RCNN_WIDTHS,
+        {
+            "num_classes": 90,
+            "rpn": {"pre_nms_top_n_test": 50, "post_nms_top_n_test": 20},
+            "roi_heads": {"score_threshold": 0.0, "detections_per_image": 5},
+        },
     )
+    model = MaskRCNN(depth=50, **settings)
     variables = numpy_variables(model, train=False)
-    settings = {k: getattr(model, k) for k in ("width", "num_classes", "fpn_channels")}
-    settings.update(
-        representation_size=32,
-        mask_channels=8,
-        rpn_pre_nms_top_n_test=50,
-        rpn_post_nms_top_n_test=20,
-        box_score_threshold=0.0,
-        detections_per_image=5,
-    )
     conversion = Conversion("maskrcnn_resnet50_fpn", model, settings, variables, {}, ())
     # torchvision's rule (shorter side 800, longer at most 1333) at a CPU-test size.
     _save_small(tmp_path / "converted", conversion, resize_size=64, max_size=80)

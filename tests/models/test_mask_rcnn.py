@@ -9,24 +9,9 @@ import pytest
 from jaxseg.detection import LOSS_NAMES, Detections, Instances, total_loss
 from jaxseg.models import MODELS, build_model
 from jaxseg.models.mask_rcnn import MaskRCNN, mask_rcnn_trainable_mask
+from jaxseg.testing import tiny_mask_rcnn
 
-TINY = dict(
-    num_classes=3,
-    depth=18,
-    width=0.125,
-    fpn_channels=16,
-    representation_size=32,
-    mask_channels=8,
-    anchor_sizes=((8,), (16,), (32,), (64,), (128,)),
-    rpn_pre_nms_top_n_train=100,
-    rpn_post_nms_top_n_train=50,
-    rpn_pre_nms_top_n_test=50,
-    rpn_post_nms_top_n_test=30,
-    rpn_batch_size_per_image=64,
-    box_batch_size_per_image=32,
-    mask_rois_per_image=8,
-    detections_per_image=10,
-)
+TINY = tiny_mask_rcnn()
 SIZE, N, M = 64, 4, 16
 
 
@@ -177,7 +162,7 @@ def test_inference_has_fixed_shapes_under_jit(tiny):
     det = infer(variables, images)
     det2 = infer(variables, images[::-1])
     assert len(traces) == 1 and isinstance(det, Detections)
-    d = TINY["detections_per_image"]
+    d = TINY["roi_heads"]["detections_per_image"]
     assert det.boxes.shape == (2, d, 4) and det.scores.shape == det.classes.shape == (2, d)
     assert det.masks.shape == (2, d, 28, 28) and det.valid.shape == (2, d)
     assert det2.boxes.shape == det.boxes.shape
@@ -191,13 +176,12 @@ def test_inference_has_fixed_shapes_under_jit(tiny):
 def test_bfloat16_with_roi_pool_and_group_norm():
     images, gt = _batch()
     model = MaskRCNN(
-        **{
-            **TINY,
-            "dtype": jnp.bfloat16,
-            "backbone_norm": "group",
-            "pooler": "roi_pool",
-            "frozen_stages": 0,
-        }
+        **tiny_mask_rcnn(
+            dtype=jnp.bfloat16,
+            backbone_norm="group",
+            roi_heads={"pooler": "roi_pool"},
+            frozen_stages=0,
+        )
     )
 
     @jax.jit

@@ -8,18 +8,11 @@ import pytest
 from jaxseg.detection.postprocess import detect_boxes, select_proposals
 from jaxseg.models.mask_rcnn import MaskRCNN
 from jaxseg.models.rpn import RPN
+from jaxseg.testing import tiny_mask_rcnn
 
-TINY = dict(
-    num_classes=3,
-    depth=18,
-    width=0.125,
-    fpn_channels=16,
-    representation_size=32,
-    mask_channels=8,
-    anchor_sizes=((8,), (16,), (32,), (64,), (128,)),
-    rpn_pre_nms_top_n_test=200,
-    rpn_post_nms_top_n_test=60,
-    detections_per_image=20,
+TINY = tiny_mask_rcnn(
+    rpn={"pre_nms_top_n_test": 200, "post_nms_top_n_test": 60},
+    roi_heads={"detections_per_image": 20},
 )
 
 

@@ -10,8 +10,10 @@ import optax
 
 from jaxseg.data import IMAGENET_MEAN, IMAGENET_STD
 from jaxseg.detection import LOSS_NAMES
+from jaxseg.models.settings import get_setting
 from jaxseg.tasks import make_task
 from jaxseg.tasks.instance import InstanceSegmentationTask
+from jaxseg.testing import TINY_MASK_RCNN_WIDTHS, set_model_settings
 from jaxseg.train import make_optimizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -24,14 +26,10 @@ def _tiny_config():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config()
-    config.model.width = 0.125
-    config.model.fpn_channels = 16
-    config.model.representation_size = 32
-    config.model.mask_channels = 8
-    config.model.detections_per_image = 10
+    set_model_settings(config.model, TINY_MASK_RCNN_WIDTHS)
     # Only the ground-truth boxes appended to the proposals are positive RoIs, so the RoI
     # losses judge the same positives however much the RPN learns between two steps.
-    config.model.box_fg_iou_threshold = 0.95
+    config.model.roi_heads.fg_iou_threshold = 0.95
     config.dataset.max_instances = N
     config.dataset.mask_size = M
     config.batch_size = B
@@ -102,7 +100,7 @@ def test_a_few_steps_reduce_every_loss_and_inference_has_fixed_shapes():
         "image_valid": jnp.array([True, False]),
     }
     out = jax.jit(task.eval_step)({"params": params, **variables}, eval_batch)
-    d = task.model.detections_per_image
+    d = get_setting(task.model, "roi_heads.detections_per_image")
     assert out["boxes"].shape == (B, d, 4) and out["scores"].shape == (B, d)
     assert out["classes"].shape == (B, d) and out["valid"].shape == (B, d)
     assert out["masks"].shape == (B, d, 28, 28)

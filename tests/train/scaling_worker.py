@@ -21,24 +21,6 @@ import argparse
 import os
 import sys
 
-MASK_RCNN_TINY = dict(
-    num_classes=3,
-    depth=18,
-    width=0.125,
-    fpn_channels=16,
-    representation_size=32,
-    mask_channels=8,
-    anchor_sizes=((8,), (16,), (32,), (64,), (128,)),
-    rpn_pre_nms_top_n_train=100,
-    rpn_post_nms_top_n_train=50,
-    rpn_pre_nms_top_n_test=50,
-    rpn_post_nms_top_n_test=30,
-    rpn_batch_size_per_image=64,
-    box_batch_size_per_image=32,
-    mask_rois_per_image=8,
-    detections_per_image=10,
-)
-
 
 def _parse(argv):
     parser = argparse.ArgumentParser()
@@ -87,8 +69,9 @@ def mask_rcnn_setup(batch_size: int, steps: int, dtype: str):
     from jaxseg.detection import Instances, total_loss
     from jaxseg.models.mask_rcnn import MaskRCNN
     from jaxseg.tasks.base import Task
+    from jaxseg.testing import tiny_mask_rcnn
 
-    model = MaskRCNN(**MASK_RCNN_TINY, dtype=jnp.dtype(dtype))
+    model = MaskRCNN(**tiny_mask_rcnn(), dtype=jnp.dtype(dtype))
     size, n, m = 64, 4, 16
 
     class MaskRCNNModelTask(Task):
@@ -224,10 +207,9 @@ def shrink_config(path: str, data_dir: str):
     spec.loader.exec_module(module)
     config = module.get_config()
     if config.model.name.startswith("mask_rcnn"):
-        for key, value in MASK_RCNN_TINY.items():
-            # The class count comes from the data, the depth from the model's name.
-            if key not in ("num_classes", "depth"):
-                config.model[key] = value
+        from jaxseg.testing import set_tiny_mask_rcnn
+
+        set_tiny_mask_rcnn(config.model)  # the class count comes from the data
     else:
         config.model.width = 0.03125
     # Plain SGD: Adam divides by the gradients' size, so parameters whose gradients are
