@@ -111,7 +111,7 @@ def _task(model_name, args):
         def check(self):
             raise NotImplementedError
 
-        input_spec = train_loader = eval_loader = eval_step = eval_metrics = check
+        input_spec = make_loader = eval_step = eval_metrics = check
         predict = write_pictures = format_metrics = check
 
     return BenchmarkTask(), data

@@ -103,6 +103,7 @@ class Task(abc.ABC):
         `config.eval.best_metric` names another (`best_metric` is the one in force).
       train_keys, eval_keys: the batch entries sent to the device in training / evaluation.
       min_image_size: smallest input height and width the model accepts.
+      label_names: the name of each class id the model predicts (after `__init__`).
       trainable: None when every parameter trains; otherwise a method that returns bools
         like the params, False on frozen ones (the optimiser leaves those alone).
     """
@@ -185,14 +186,42 @@ class Task(abc.ABC):
         """Raises ValueError where the config contradicts the dataset (before any compile)."""
 
     @abc.abstractmethod
+    def make_loader(self, split: str, **settings: Any) -> grain.DataLoader:
+        """Returns the task's loader of `config.dataset`'s `split` with the loader
+        `settings` that `train_loader` / `eval_loader` give (batch size, canvas, shards...)."""
+
     def train_loader(
         self, *, batch_size: int, seed: int, shard_index: int, shard_count: int
     ) -> grain.DataLoader:
         """Returns the endless, shuffled, augmented training loader (per-process batch)."""
+        dataset = self.config.dataset
+        return self.make_loader(
+            dataset.train_split,
+            batch_size=batch_size,
+            image_size=int(dataset.image_size),
+            train=True,
+            seed=seed,
+            shard_index=shard_index,
+            shard_count=shard_count,
+            worker_count=int(dataset.worker_count),
+            scale_range=tuple(dataset.scale_range),
+            flip=bool(dataset.flip),
+        )
 
-    @abc.abstractmethod
-    def eval_loader(self, *, batch_size: int, shard_index: int, shard_count: int):
+    def eval_loader(
+        self, *, batch_size: int, shard_index: int, shard_count: int
+    ) -> grain.DataLoader:
         """Returns the one-epoch, in-order evaluation loader (per-process batch)."""
+        dataset = self.config.dataset
+        return self.make_loader(
+            dataset.eval_split,
+            batch_size=batch_size,
+            image_size=int(dataset.eval_image_size),
+            train=False,
+            seed=0,
+            shard_index=shard_index,
+            shard_count=shard_count,
+        )
 
     @abc.abstractmethod
     def input_spec(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
@@ -265,10 +294,38 @@ class Task(abc.ABC):
           preprocessing: the resize rule of converted torchvision weights
             (`jaxseg.convert.preprocessing`), or None to predict at each image's size.
 
+        The task's `write_model_image_predictions` with its own model, `label_names` and
+        `min_image_size`.
+        """
+        return self.write_model_image_predictions(
+            self.model,
+            variables,
+            images,
+            self.label_names,
+            directory,
+            preprocessing=preprocessing,
+            min_size=self.min_image_size,
+        )
+
+    @staticmethod
+    def write_model_image_predictions(
+        model: Any,
+        variables: dict[str, Any],
+        images: Sequence[tuple[str, np.ndarray]],
+        label_names: Sequence[str],
+        directory: str,
+        *,
+        preprocessing: Mapping[str, Any] | None = None,
+        min_size: int = 1,
+        score_threshold: float = 0.5,
+    ) -> list[str]:
+        """`write_image_predictions` for any model of the task's kind, a converted one too.
+
         `jaxseg.evaluation.images` has the per-image loops (`semantic_image_predictions`,
-        `instance_image_predictions`) that an implementation calls.
+        `instance_image_predictions`) that an implementation calls; `score_threshold` is
+        for the tasks whose predictions have scores.
         """
         raise NotImplementedError(
-            f"{type(self).__name__} does not predict on image files yet: implement "
-            "Task.write_image_predictions (see jaxseg.evaluation.images)"
+            "this task does not predict on image files yet: implement "
+            "Task.write_model_image_predictions (see jaxseg.evaluation.images)"
         )

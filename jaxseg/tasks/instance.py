@@ -70,6 +70,7 @@ class InstanceSegmentationTask(Task):
         classes = self.info.instance
         self.num_classes = classes.num_classes
         self.class_names = tuple(classes.class_names)
+        self.label_names = ("background", *self.class_names)
         self.category_ids = classes.category_ids
         self.model = self.build_model(self.num_classes)
         self._ground_truth: dict[str, Any] | None = None
@@ -114,35 +115,9 @@ class InstanceSegmentationTask(Task):
             f"{above} (every multiple of 32 does)"
         )
 
-    def train_loader(self, *, batch_size, seed, shard_index, shard_count):
-        dataset = self.config.dataset
+    def make_loader(self, split, **settings):
         return data.make_instance_loader(
-            dataset.name,
-            dataset.train_split,
-            batch_size=batch_size,
-            image_size=int(dataset.image_size),
-            train=True,
-            seed=seed,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            worker_count=int(dataset.worker_count),
-            scale_range=tuple(dataset.scale_range),
-            flip=bool(dataset.flip),
-            **self._loader_kwargs(),
-        )
-
-    def eval_loader(self, *, batch_size, shard_index, shard_count):
-        dataset = self.config.dataset
-        return data.make_instance_loader(
-            dataset.name,
-            dataset.eval_split,
-            batch_size=batch_size,
-            image_size=int(dataset.eval_image_size),
-            train=False,
-            seed=0,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            **self._loader_kwargs(),
+            self.config.dataset.name, split, **settings, **self._loader_kwargs()
         )
 
     def input_spec(self, batch_size):
@@ -285,37 +260,25 @@ class InstanceSegmentationTask(Task):
             paths.append(path)
         return paths
 
-    def write_image_predictions(self, variables, images, directory, *, preprocessing=None):
-        """Writes detections (masks, boxes, names, scores) per image and `predictions.json`."""
-        return self.write_model_image_predictions(
-            self.model,
-            variables,
-            images,
-            ("background", *self.class_names),
-            directory,
-            preprocessing=preprocessing,
-            min_size=self.min_image_size,
-        )
-
     @staticmethod
     def write_model_image_predictions(
         model,
         variables,
         images,
-        class_names,
+        label_names,
         directory,
         *,
         preprocessing=None,
         min_size=1,
         score_threshold=0.5,
     ):
-        """`write_image_predictions` for any Mask R-CNN, a converted one too; `class_names`
-        starts with the background's."""
+        """Writes detections (masks, boxes, names, scores) per image and `predictions.json`;
+        `label_names` starts with the background's."""
         return instance_image_predictions(
             lambda v, x: model.apply(v, x, train=False),
             variables,
             images,
-            class_names,
+            label_names,
             directory,
             preprocessing=preprocessing,
             min_size=min_size,

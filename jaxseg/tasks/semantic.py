@@ -43,6 +43,7 @@ class SemanticSegmentationTask(Task):
         self.info = data.dataset_info(config.dataset.name, "semantic", **self._dataset_kwargs())
         self.num_classes = self.info.num_classes
         self.class_names = tuple(self.info.class_names)
+        self.label_names = self.class_names
         self.model = self.build_model(self.num_classes)
 
     def check(self) -> None:
@@ -54,35 +55,9 @@ class SemanticSegmentationTask(Task):
                 f"({', '.join(self.class_names)})"
             )
 
-    def train_loader(self, *, batch_size, seed, shard_index, shard_count):
-        dataset = self.config.dataset
+    def make_loader(self, split, **settings):
         return data.make_semantic_loader(
-            dataset.name,
-            dataset.train_split,
-            batch_size=batch_size,
-            image_size=int(dataset.image_size),
-            train=True,
-            seed=seed,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            worker_count=int(dataset.worker_count),
-            scale_range=tuple(dataset.scale_range),
-            flip=bool(dataset.flip),
-            **self._dataset_kwargs(),
-        )
-
-    def eval_loader(self, *, batch_size, shard_index, shard_count):
-        dataset = self.config.dataset
-        return data.make_semantic_loader(
-            dataset.name,
-            dataset.eval_split,
-            batch_size=batch_size,
-            image_size=int(dataset.eval_image_size),
-            train=False,
-            seed=0,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            **self._dataset_kwargs(),
+            self.config.dataset.name, split, **settings, **self._dataset_kwargs()
         )
 
     def input_spec(self, batch_size):
@@ -168,24 +143,20 @@ class SemanticSegmentationTask(Task):
             paths.append(path)
         return paths
 
-    def write_image_predictions(self, variables, images, directory, *, preprocessing=None):
-        """Writes class overlays with a legend, class-id PNGs and `predictions.json`."""
-        return self.write_model_image_predictions(
-            self.model,
-            variables,
-            images,
-            self.class_names,
-            directory,
-            preprocessing=preprocessing,
-            min_size=self.min_image_size,
-        )
-
     @staticmethod
     def write_model_image_predictions(
-        model, variables, images, class_names, directory, *, preprocessing=None, min_size=1, **_
+        model,
+        variables,
+        images,
+        label_names,
+        directory,
+        *,
+        preprocessing=None,
+        min_size=1,
+        score_threshold=0.5,
     ):
-        """`write_image_predictions` for any semantic model, a converted one too (a class map
-        has no scores: a `score_threshold` is not used)."""
+        """Writes class overlays with a legend, class-id PNGs and `predictions.json` (a class
+        map has no scores: `score_threshold` is not used)."""
 
         def predict(v, x):
             outputs = model.apply(v, x, train=False)
@@ -196,7 +167,7 @@ class SemanticSegmentationTask(Task):
             predict,
             variables,
             images,
-            class_names,
+            label_names,
             directory,
             preprocessing=preprocessing,
             min_size=min_size,

@@ -107,7 +107,7 @@ def mask_rcnn_setup(batch_size: int, steps: int, dtype: str):
         def input_spec(self, batch_size):
             raise NotImplementedError
 
-        check = train_loader = eval_loader = eval_step = eval_metrics = input_spec
+        check = make_loader = eval_step = eval_metrics = input_spec
         predict = write_pictures = format_metrics = input_spec
 
     rng = np.random.default_rng(0)
