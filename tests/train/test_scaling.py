@@ -11,6 +11,8 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 
 import jax
 import ml_collections
@@ -44,28 +46,57 @@ def _env():
 
 
 def _run_workers(argv_per_process, timeout=600):
-    """Starts one worker per argv at once; raises with their output if any fails."""
+    """Starts one worker per argv at once; returns their outputs, raises with them if any fails.
+
+    Each worker writes into a file of its own, never into a pipe: a pipe is read by one
+    `communicate()` at a time, so a worker that wrote more than the pipe holds (64 KiB on
+    Linux; the Mask R-CNN loop logs about 100 KiB of compilations) blocked in `write()`
+    while the process being read waited for it in a collective, and neither moved again
+    (the two-process stall of docs/scaling.md). `timeout` bounds the whole run.
+    """
+    logs = [tempfile.TemporaryFile("w+") for _ in argv_per_process]
     procs = [
         subprocess.Popen(
             [sys.executable, WORKER, *argv],
             env=_env(),
-            stdout=subprocess.PIPE,
+            stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for argv in argv_per_process
+        for argv, log in zip(argv_per_process, logs, strict=True)
     ]
-    outputs = []
+    deadline = time.monotonic() + timeout
+    killed = set()
     try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=timeout)[0])
+        # Until all are done, one fails (the others would wait for it in a collective) or
+        # the time is up.
+        while time.monotonic() < deadline:
+            codes = [proc.poll() for proc in procs]
+            if None not in codes or any(code not in (None, 0) for code in codes):
+                break
+            time.sleep(0.2)
     finally:
-        for proc in procs:
+        for index, proc in enumerate(procs):
             if proc.poll() is None:
+                killed.add(index)
                 proc.kill()
                 proc.wait()
-    for proc, output in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, output[-5000:]
+    outputs = []
+    for log in logs:
+        log.seek(0)
+        outputs.append(log.read())
+        log.close()
+    # A worker that failed first, then those killed unfinished (stuck waiting for it).
+    failed = sorted(
+        (i for i, proc in enumerate(procs) if i in killed or proc.returncode != 0),
+        key=lambda i: i in killed,
+    )
+    assert not failed, "\n".join(
+        f"worker {i}: {'killed unfinished' if i in killed else f'exit {procs[i].returncode}'}\n"
+        + outputs[i][-5000:]
+        for i in failed
+    )
+    return outputs
 
 
 def _free_port():
@@ -273,6 +304,17 @@ def test_two_processes_match_one(shapes_data_dir, tmp_path):
         np.testing.assert_allclose(
             two_result[f"{run}/losses"], one_result["1:replicated/losses"], rtol=1e-5
         )
+
+
+def test_a_worker_that_logs_a_lot_before_a_collective_does_not_stall(tmp_path):
+    """The cause of the two-process stall (docs/scaling.md): process 1 writes more output
+    than a pipe holds, then both processes meet in a collective. Read through pipes one
+    worker at a time, process 1 blocked in `write()` and process 0 in the collective."""
+    worker = _worker_module()
+    argv = ["--model", "chatter", "--out", str(tmp_path / "unused")]
+    argv += ["--num-processes", "2", "--coordinator", f"localhost:{_free_port()}"]
+    outputs = _run_workers([[*argv, "--process-id", "0"], [*argv, "--process-id", "1"]], 180)
+    assert outputs[1].count("x" * 1023 + "\n") == worker.CHATTER_BYTES // 1024
 
 
 def _loop_argv(data_dir, workdir, out, config=""):
