@@ -115,10 +115,11 @@ def _runs(result, run):
     }
 
 
-def _assert_params_match(got, want, what):
+def _assert_params_match(got, want, what, *, floor=0.0):
+    """Each array within RTOL of its own largest magnitude, or of `floor` if larger."""
     assert set(got) == set(want) and want, what
     for path, expected in want.items():
-        scale = max(float(np.max(np.abs(expected))), 1e-12)
+        scale = max(float(np.max(np.abs(expected))), floor, 1e-12)
         error = float(np.max(np.abs(got[path] - expected)))
         assert error <= RTOL * scale, f"{what}: {path} differs by {error / scale:.2e} relative"
 
@@ -328,11 +329,13 @@ LOOP_CONFIGS = [
     pytest.param(
         MASK_RCNN_CONFIG,
         id="mask_rcnn",
-        # Two processes each compiling the Mask R-CNN train and eval steps take over 5 min
-        # on 2 cores; the model-level Mask R-CNN tests above cover the step on every mesh.
+        # Compiling the Mask R-CNN train and eval steps dominates: on a shared 2-core
+        # machine (load 5-7) the two-process test took 161 s and the 4-device one (two
+        # runs) about 7 min, too long for CI; the model-level Mask R-CNN tests above cover
+        # the step on every mesh.
         marks=pytest.mark.skipif(
             not os.environ.get("JAXSEG_MASK_RCNN_LOOP_TESTS"),
-            reason="over 5 min on 2 cores: set JAXSEG_MASK_RCNN_LOOP_TESTS=1 to run",
+            reason="about 10 min on 2 cores: set JAXSEG_MASK_RCNN_LOOP_TESTS=1 to run",
         ),
     ),
 ]
@@ -386,7 +389,16 @@ def test_training_loop_on_four_devices_matches_one(shapes_data_dir, tmp_path, co
                 for path, leaf in jax.tree_util.tree_leaves_with_path(saved["params"])
             }
         )
-    _assert_params_match(params[0], params[1], "train_and_evaluate on 4 devices")
+    # An absolute floor: RTOL of the model's largest parameter. The reduction order of 4
+    # devices moves float32 gradient sums by an absolute amount, so arrays still near zero
+    # fail a test relative to themselves. Measured (Mask R-CNN, 2 SGD steps): the losses of
+    # both steps agree to 1e-7 relative (no sampled RoI or NMS choice flipped), the largest
+    # difference of any array is 8.1e-6 (conv1 kernel, largest value 0.23) and BatchNorm
+    # biases of largest value 7e-5..1.4e-4 (zero at the start, their gradients nearly
+    # cancel before the next BatchNorm) differ by up to 3.2e-6, 3% of themselves; the
+    # model's largest parameter is 1.8, so the floor allows 1.8e-5.
+    largest = max(float(np.max(np.abs(x))) for x in params[1].values())
+    _assert_params_match(params[0], params[1], "train_and_evaluate on 4 devices", floor=largest)
 
 
 def test_step_compile_log_warns_of_a_recompile(caplog):
