@@ -48,11 +48,11 @@ def _env():
 def _run_workers(argv_per_process, timeout=600):
     """Starts one worker per argv at once; returns their outputs, raises with them if any fails.
 
-    Each worker writes into a file of its own, never into a pipe: a pipe is read by one
-    `communicate()` at a time, so a worker that wrote more than the pipe holds (64 KiB on
-    Linux; the Mask R-CNN loop logs about 100 KiB of compilations) blocked in `write()`
-    while the process being read waited for it in a collective, and neither moved again
-    (the two-process stall of docs/scaling.md). `timeout` bounds the whole run.
+    Each worker writes into a file of its own, not a pipe. Pipes read by one `communicate()`
+    after the other stalled the two-process Mask R-CNN loop (docs/scaling.md): a worker
+    that had written more than its pipe holds (64 KiB on Linux; that loop logs about
+    100 KiB of compilations) blocked in `write()` while the one being read waited for it in
+    a collective. `timeout` bounds the whole run.
     """
     logs = [tempfile.TemporaryFile("w+") for _ in argv_per_process]
     procs = [
@@ -390,13 +390,13 @@ def test_training_loop_on_four_devices_matches_one(shapes_data_dir, tmp_path, co
             }
         )
     # An absolute floor: RTOL of the model's largest parameter. The reduction order of 4
-    # devices moves float32 gradient sums by an absolute amount, so arrays still near zero
-    # fail a test relative to themselves. Measured (Mask R-CNN, 2 SGD steps): the losses of
-    # both steps agree to 1e-7 relative (no sampled RoI or NMS choice flipped), the largest
-    # difference of any array is 8.1e-6 (conv1 kernel, largest value 0.23) and BatchNorm
-    # biases of largest value 7e-5..1.4e-4 (zero at the start, their gradients nearly
-    # cancel before the next BatchNorm) differ by up to 3.2e-6, 3% of themselves; the
-    # model's largest parameter is 1.8, so the floor allows 1.8e-5.
+    # devices moves float32 gradient sums by an absolute amount, so small arrays fail a
+    # test relative to themselves. Measured (Mask R-CNN, 2 SGD steps): the losses of both
+    # steps agree to 1e-7 relative (no sampled RoI or NMS choice flipped); the largest
+    # difference of any array is 8.1e-6 (the stem's kernel, largest value 0.23: 3.5e-5 of
+    # itself), and BatchNorm biases of largest value 7e-5..1.4e-4 (zero at the start, their
+    # gradients nearly cancel before the next BatchNorm) differ by up to 3.2e-6, 3% of
+    # themselves. The model's largest parameter is 1.8, so the floor allows 1.8e-5.
     largest = max(float(np.max(np.abs(x))) for x in params[1].values())
     _assert_params_match(params[0], params[1], "train_and_evaluate on 4 devices", floor=largest)
 
