@@ -43,7 +43,9 @@ MASK_RCNN_TINY = dict(
 def _parse(argv):
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "--model", choices=("fcn", "mask_rcnn", "fcn_loop", "chatter"), required=True
+        "--model",
+        choices=("fcn", "mask_rcnn", "fcn_loop", "chatter", "first_use"),
+        required=True,
     )
     parser.add_argument("--workdir", default="")
     parser.add_argument("--config", default="", help="fcn_loop: a config file, shrunk")
@@ -298,6 +300,33 @@ def chatter():
     multihost_utils.sync_global_devices("chatter")  # an all-gather over both processes
 
 
+def first_use(args):
+    """Runs `prepare` of the tiny FCN config, as `train_and_evaluate` does (through
+    `main_process_first`), on a data dir without the dataset; each process writes the
+    datasets it built to `<out>.<process id>.json`."""
+    import json
+
+    import jax
+    import tensorflow_datasets as tfds
+
+    from jaxseg.train import distributed, prepare
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from conftest import make_tiny_config
+
+    built = []
+    build = tfds.core.DatasetBuilder.download_and_prepare
+
+    def spy(self, *args, **kwargs):
+        built.append(self.name)
+        return build(self, *args, **kwargs)
+
+    tfds.core.DatasetBuilder.download_and_prepare = spy
+    distributed.main_process_first(lambda: prepare(make_tiny_config(args.data_dir)))
+    with open(f"{args.out}.{jax.process_index()}.json", "w") as f:
+        json.dump({"built": built}, f)
+
+
 def main(argv=None):
     args = _parse(argv)
     os.environ["XLA_FLAGS"] = (
@@ -327,6 +356,8 @@ def main(argv=None):
         return train_loop(args)
     if args.model == "chatter":
         return chatter()
+    if args.model == "first_use":
+        return first_use(args)
     if args.model == "fcn":
         setup = fcn_setup(args.data_dir, args.batch_size, args.steps, args.dtype)
     else:

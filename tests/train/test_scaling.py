@@ -318,6 +318,20 @@ def test_a_worker_that_logs_a_lot_before_a_collective_does_not_stall(tmp_path):
     assert outputs[1].count("x" * 1023 + "\n") == worker.CHATTER_BYTES // 1024
 
 
+def test_first_use_of_a_dataset_under_two_processes_builds_it_once(tmp_path):
+    """Process 0 builds the dataset while process 1 waits at a barrier, then reads it
+    (`distributed.main_process_first`, as train_and_evaluate calls prepare)."""
+    data_dir, out = str(tmp_path / "tfds"), str(tmp_path / "first_use")
+    argv = ["--model", "first_use", "--data-dir", data_dir, "--out", out]
+    argv += ["--num-processes", "2", "--coordinator", f"localhost:{_free_port()}"]
+    _run_workers([[*argv, "--process-id", "0"], [*argv, "--process-id", "1"]], 300)
+    built = []
+    for process in (0, 1):
+        with open(f"{out}.{process}.json") as f:
+            built.append(json.load(f)["built"])
+    assert built == [["jaxseg_shapes"], []]
+
+
 def _loop_argv(data_dir, workdir, out, config=""):
     argv = ["--model", "fcn_loop", "--data-dir", data_dir, "--workdir", workdir, "--out", out]
     argv += ["--steps", "2", "--batch-size", "4"]
