@@ -22,8 +22,10 @@ JAX to detect from the cluster environment.
 
 from __future__ import annotations
 
+import itertools
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 import ml_collections
@@ -33,7 +35,16 @@ from jax.experimental import multihost_utils
 
 from jaxseg.config import INITIALIZE_MODES
 
-__all__ = ["INITIALIZE_MODES", "gather", "initialize", "is_main_process", "multiprocess_env"]
+T = TypeVar("T")
+
+__all__ = [
+    "INITIALIZE_MODES",
+    "gather",
+    "initialize",
+    "is_main_process",
+    "main_process_first",
+    "multiprocess_env",
+]
 
 
 def _int_env(name: str) -> int:
@@ -109,6 +120,44 @@ def initialize(settings: ml_collections.ConfigDict) -> bool:
 def is_main_process() -> bool:
     """Returns True on process 0, the one that writes logs, metrics and pictures."""
     return jax.process_index() == 0
+
+
+# How long the other processes wait for process 0 in `main_process_first`: a first build of a
+# large dataset (COCO from its archives) takes hours.
+MAIN_FIRST_TIMEOUT_S = 24 * 3600
+_main_first_calls = itertools.count()
+
+
+def main_process_first(fn: Callable[[], T]) -> T:
+    """Returns `fn()`, run on process 0 first and on the other processes after it.
+
+    For the first use of a dataset: process 0 builds it while the others wait at a barrier
+    of the coordination service (no device is touched), then they find it built and only
+    read it. Several processes building at once would write the same files. If `fn` raises
+    on process 0, the others still pass the barrier and run `fn`, so every process stops
+    with its own error rather than waiting. Every process must call this, in the same order.
+    """
+    # Private, as orbax reads it too: this process's client of the coordination service.
+    # Read there rather than through jax.process_index(), which would start the devices.
+    from jax._src import distributed as jax_distributed
+
+    state = jax_distributed.global_state
+    if state.client is None or (state.num_processes or 1) == 1:
+        return fn()
+    main = state.process_id == 0
+    error = None
+    if main:
+        try:
+            result = fn()
+        except Exception as e:
+            error = e
+    key = f"jaxseg_main_process_first_{next(_main_first_calls)}"
+    state.client.wait_at_barrier(key, MAIN_FIRST_TIMEOUT_S * 1000)
+    if error is not None:
+        raise error
+    if not main:
+        result = fn()
+    return result
 
 
 def gather(tree: Any) -> Any:

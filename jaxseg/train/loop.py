@@ -129,9 +129,10 @@ def train_and_evaluate(
         at once; the checkpoints already there are intact.
       NonFiniteError: `config.max_consecutive_nonfinite` skipped steps in a row.
     """
-    task = prepare(config, workdir)
-    workdir = check_workdir(workdir)
     distributed.initialize(config.distributed)  # before anything touches a device
+    # prepare() opens the dataset, which its first use builds: process 0 alone builds it.
+    task = distributed.main_process_first(lambda: prepare(config, workdir))
+    workdir = check_workdir(workdir)
     lock = WorkdirLock(workdir)
     if distributed.is_main_process():  # the processes of one run share the workdir
         lock.acquire()

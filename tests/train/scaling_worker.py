@@ -24,7 +24,11 @@ import sys
 
 def _parse(argv):
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", choices=("fcn", "mask_rcnn", "fcn_loop"), required=True)
+    parser.add_argument(
+        "--model",
+        choices=("fcn", "mask_rcnn", "fcn_loop", "chatter", "first_use"),
+        required=True,
+    )
     parser.add_argument("--workdir", default="")
     parser.add_argument("--config", default="", help="fcn_loop: a config file, shrunk")
     parser.add_argument("--data-dir", default="")
@@ -256,6 +260,55 @@ def train_loop(args):
         json.dump({k: v for k, v in metrics.items() if isinstance(v, float)}, f)
 
 
+# More than any pipe holds (Linux: 64 KiB by default, 1 MiB at most unprivileged).
+CHATTER_BYTES = 2 * 1024 * 1024
+
+
+def chatter():
+    """Process 1 logs CHATTER_BYTES, then both processes meet in a collective.
+
+    What the two-process Mask R-CNN loop does (about 100 KiB of compilation logs before a
+    collective of the evaluation or the checkpoint): a harness that reads one worker's
+    output at a time stalls here, as that loop did (docs/scaling.md).
+    """
+    import jax
+    from jax.experimental import multihost_utils
+
+    if jax.process_index() == 1:
+        line = "x" * 1023 + "\n"
+        for _ in range(CHATTER_BYTES // len(line)):
+            sys.stderr.write(line)
+        sys.stderr.flush()
+    multihost_utils.sync_global_devices("chatter")  # an all-gather over both processes
+
+
+def first_use(args):
+    """Runs `prepare` of the tiny FCN config, as `train_and_evaluate` does (through
+    `main_process_first`), on a data dir without the dataset; each process writes the
+    datasets it built to `<out>.<process id>.json`."""
+    import json
+
+    import jax
+    import tensorflow_datasets as tfds
+
+    from jaxseg.train import distributed, prepare
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from conftest import make_tiny_config
+
+    built = []
+    build = tfds.core.DatasetBuilder.download_and_prepare
+
+    def spy(self, *args, **kwargs):
+        built.append(self.name)
+        return build(self, *args, **kwargs)
+
+    tfds.core.DatasetBuilder.download_and_prepare = spy
+    distributed.main_process_first(lambda: prepare(make_tiny_config(args.data_dir)))
+    with open(f"{args.out}.{jax.process_index()}.json", "w") as f:
+        json.dump({"built": built}, f)
+
+
 def main(argv=None):
     args = _parse(argv)
     os.environ["XLA_FLAGS"] = (
@@ -283,6 +336,10 @@ def main(argv=None):
         )
     if args.model == "fcn_loop":
         return train_loop(args)
+    if args.model == "chatter":
+        return chatter()
+    if args.model == "first_use":
+        return first_use(args)
     if args.model == "fcn":
         setup = fcn_setup(args.data_dir, args.batch_size, args.steps, args.dtype)
     else:

@@ -11,6 +11,8 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 
 import jax
 import ml_collections
@@ -45,28 +47,57 @@ def _env():
 
 
 def _run_workers(argv_per_process, timeout=600):
-    """Starts one worker per argv at once; raises with their output if any fails."""
+    """Starts one worker per argv at once; returns their outputs, raises with them if any fails.
+
+    Each worker writes into a file of its own, not a pipe. Pipes read by one `communicate()`
+    after the other stalled the two-process Mask R-CNN loop (docs/scaling.md): a worker
+    that had written more than its pipe holds (64 KiB on Linux; that loop logs about
+    100 KiB of compilations) blocked in `write()` while the one being read waited for it in
+    a collective. `timeout` bounds the whole run.
+    """
+    logs = [tempfile.TemporaryFile("w+") for _ in argv_per_process]
     procs = [
         subprocess.Popen(
             [sys.executable, WORKER, *argv],
             env=_env(),
-            stdout=subprocess.PIPE,
+            stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for argv in argv_per_process
+        for argv, log in zip(argv_per_process, logs, strict=True)
     ]
-    outputs = []
+    deadline = time.monotonic() + timeout
+    killed = set()
     try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=timeout)[0])
+        # Until all are done, one fails (the others would wait for it in a collective) or
+        # the time is up.
+        while time.monotonic() < deadline:
+            codes = [proc.poll() for proc in procs]
+            if None not in codes or any(code not in (None, 0) for code in codes):
+                break
+            time.sleep(0.2)
     finally:
-        for proc in procs:
+        for index, proc in enumerate(procs):
             if proc.poll() is None:
+                killed.add(index)
                 proc.kill()
                 proc.wait()
-    for proc, output in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, output[-5000:]
+    outputs = []
+    for log in logs:
+        log.seek(0)
+        outputs.append(log.read())
+        log.close()
+    # A worker that failed first, then those killed unfinished (stuck waiting for it).
+    failed = sorted(
+        (i for i, proc in enumerate(procs) if i in killed or proc.returncode != 0),
+        key=lambda i: i in killed,
+    )
+    assert not failed, "\n".join(
+        f"worker {i}: {'killed unfinished' if i in killed else f'exit {procs[i].returncode}'}\n"
+        + outputs[i][-5000:]
+        for i in failed
+    )
+    return outputs
 
 
 def _free_port():
@@ -85,10 +116,11 @@ def _runs(result, run):
     }
 
 
-def _assert_params_match(got, want, what):
+def _assert_params_match(got, want, what, *, floor=0.0):
+    """Each array within RTOL of its own largest magnitude, or of `floor` if larger."""
     assert set(got) == set(want) and want, what
     for path, expected in want.items():
-        scale = max(float(np.max(np.abs(expected))), 1e-12)
+        scale = max(float(np.max(np.abs(expected))), floor, 1e-12)
         error = float(np.max(np.abs(got[path] - expected)))
         assert error <= RTOL * scale, f"{what}: {path} differs by {error / scale:.2e} relative"
 
@@ -276,6 +308,31 @@ def test_two_processes_match_one(shapes_data_dir, tmp_path):
         )
 
 
+def test_a_worker_that_logs_a_lot_before_a_collective_does_not_stall(tmp_path):
+    """The cause of the two-process stall (docs/scaling.md): process 1 writes more output
+    than a pipe holds, then both processes meet in a collective. Read through pipes one
+    worker at a time, process 1 blocked in `write()` and process 0 in the collective."""
+    worker = _worker_module()
+    argv = ["--model", "chatter", "--out", str(tmp_path / "unused")]
+    argv += ["--num-processes", "2", "--coordinator", f"localhost:{_free_port()}"]
+    outputs = _run_workers([[*argv, "--process-id", "0"], [*argv, "--process-id", "1"]], 180)
+    assert outputs[1].count("x" * 1023 + "\n") == worker.CHATTER_BYTES // 1024
+
+
+def test_first_use_of_a_dataset_under_two_processes_builds_it_once(tmp_path):
+    """Process 0 builds the dataset while process 1 waits at a barrier, then reads it
+    (`distributed.main_process_first`, as train_and_evaluate calls prepare)."""
+    data_dir, out = str(tmp_path / "tfds"), str(tmp_path / "first_use")
+    argv = ["--model", "first_use", "--data-dir", data_dir, "--out", out]
+    argv += ["--num-processes", "2", "--coordinator", f"localhost:{_free_port()}"]
+    _run_workers([[*argv, "--process-id", "0"], [*argv, "--process-id", "1"]], 300)
+    built = []
+    for process in (0, 1):
+        with open(f"{out}.{process}.json") as f:
+            built.append(json.load(f)["built"])
+    assert built == [["jaxseg_shapes"], []]
+
+
 def _loop_argv(data_dir, workdir, out, config=""):
     argv = ["--model", "fcn_loop", "--data-dir", data_dir, "--workdir", workdir, "--out", out]
     argv += ["--steps", "2", "--batch-size", "4"]
@@ -287,11 +344,13 @@ LOOP_CONFIGS = [
     pytest.param(
         MASK_RCNN_CONFIG,
         id="mask_rcnn",
-        # Two processes each compiling the Mask R-CNN train and eval steps take over 5 min
-        # on 2 cores; the model-level Mask R-CNN tests above cover the step on every mesh.
+        # Compiling the Mask R-CNN train and eval steps dominates: on a shared 2-core
+        # machine (load 5-7) the two-process test took 161 s and the 4-device one (two
+        # runs) about 7 min, too long for CI; the model-level Mask R-CNN tests above cover
+        # the step on every mesh.
         marks=pytest.mark.skipif(
             not os.environ.get("JAXSEG_MASK_RCNN_LOOP_TESTS"),
-            reason="over 5 min on 2 cores: set JAXSEG_MASK_RCNN_LOOP_TESTS=1 to run",
+            reason="about 10 min on 2 cores: set JAXSEG_MASK_RCNN_LOOP_TESTS=1 to run",
         ),
     ),
 ]
@@ -345,7 +404,16 @@ def test_training_loop_on_four_devices_matches_one(shapes_data_dir, tmp_path, co
                 for path, leaf in jax.tree_util.tree_leaves_with_path(saved["params"])
             }
         )
-    _assert_params_match(params[0], params[1], "train_and_evaluate on 4 devices")
+    # An absolute floor: RTOL of the model's largest parameter. The reduction order of 4
+    # devices moves float32 gradient sums by an absolute amount, so small arrays fail a
+    # test relative to themselves. Measured (Mask R-CNN, 2 SGD steps): the losses of both
+    # steps agree to 1e-7 relative (no sampled RoI or NMS choice flipped); the largest
+    # difference of any array is 8.1e-6 (the stem's kernel, largest value 0.23: 3.5e-5 of
+    # itself), and BatchNorm biases of largest value 7e-5..1.4e-4 (zero at the start, their
+    # gradients nearly cancel before the next BatchNorm) differ by up to 3.2e-6, 3% of
+    # themselves. The model's largest parameter is 1.8, so the floor allows 1.8e-5.
+    largest = max(float(np.max(np.abs(x))) for x in params[1].values())
+    _assert_params_match(params[0], params[1], "train_and_evaluate on 4 devices", floor=largest)
 
 
 def test_step_compile_log_warns_of_a_recompile(caplog):
