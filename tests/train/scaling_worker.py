@@ -291,7 +291,8 @@ def first_use(args):
     import jax
     import tensorflow_datasets as tfds
 
-    from jaxseg.train import distributed, prepare
+    from jaxseg.runtime import distributed
+    from jaxseg.train import prepare
 
     sys.path.insert(0, os.path.dirname(__file__))
     from conftest import make_tiny_config
