@@ -86,6 +86,10 @@ def _patch_enospc(step):
 
 
 def _patch_batch_log(path):
+    # The loop calls sharding.shard_batch on training batches; evaluation binds the function
+    # by name when it is imported, so importing it first keeps evaluation batches out of
+    # the log.
+    import jaxseg.train.evaluate  # noqa: F401
     from jaxseg.runtime import sharding
 
     shard_batch = sharding.shard_batch
