@@ -126,7 +126,8 @@ class Task(abc.ABC):
         if "dtype" in settings:
             raise ConfigError("config.model.dtype: the compute dtype is config.dtype")
         settings.setdefault("num_classes", num_classes)
-        settings["dtype"] = _DTYPES[self.config.dtype]
+        # check_config, which runs after the task is made, refuses a dtype not listed here.
+        settings["dtype"] = _DTYPES.get(self.config.dtype, jnp.float32)
         return build_model(self.config.model.name, **settings)
 
     @property
