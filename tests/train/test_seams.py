@@ -308,6 +308,7 @@ def test_fcn_takes_any_size(name, size):
         ("--config.model.widht=0.5", "widht -> width"),
         ("--config.model.num_classes=3", "num_classes = 3 but dataset"),
         ("--config.model.width=wide", "could not convert string to float"),
+        ("--config.dtype=float16", "config.dtype must be one of"),
     ],
 )
 def test_command_line_mistakes_are_one_line(shapes_data_dir, tmp_path, override, message):
