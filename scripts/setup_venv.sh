@@ -18,5 +18,10 @@ if [ ! -f "$stamp" ]; then
   echo "installing jaxseg${extras:+[$extras]} into .venv (log: $log) ..."
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec" >>"$log" 2>&1 \
     || { cat "$log"; exit 1; }
+  case ",$extras," in
+    *,test,* | *,onnx,*)  # without its dependencies: see the onnx extra in pyproject.toml
+      .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+        "jax2onnx==0.17.*" >>"$log" 2>&1 || { cat "$log"; exit 1; } ;;
+  esac
   touch "$stamp"
 fi

@@ -21,6 +21,7 @@ RANKS = [
     {"tasks"},
     {"train"},
     {"inference", "compile_report"},
+    {"export"},
 ]
 RANK = {name: i for i, names in enumerate(RANKS) for name in names}
 
