@@ -187,9 +187,9 @@ class RoIHeads(nn.Module, kw_only=True):
         def mask_branch(boxes, classes):  # -> [B, R, 28, 28] logits of `classes`
             pooled = self._pool(features, boxes, image_size, self.mask_output_size)
             rois = boxes.shape[1]
-            logits = mask_head(pooled.reshape(batch * rois, *pooled.shape[2:]))
-            logits = logits.reshape(batch, rois, *logits.shape[1:])  # [B, R, 28, 28, K + 1]
-            return jnp.take_along_axis(logits, classes[:, :, None, None, None], axis=-1)[..., 0]
+            flat = pooled.reshape(batch * rois, *pooled.shape[2:])
+            logits = mask_head(flat, classes.reshape(batch * rois))  # only `classes`' logits
+            return logits.reshape(batch, rois, *logits.shape[1:])
 
         if not train:
             logits, deltas = box_branch(proposals.boxes)

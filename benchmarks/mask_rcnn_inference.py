@@ -1,0 +1,233 @@
+"""Where Mask R-CNN R50-FPN inference time goes: jaxseg vs torchvision, stage by stage.
+
+    JAX_PLATFORMS=cpu PYTHONPATH=. python benchmarks/mask_rcnn_inference.py [--size 800]
+        [--batch 1] [--steps 3]
+
+Random weights, 91 classes, torchvision's inference settings except the score threshold:
+0 in both (not 0.05), so that both keep 100 detections per image and run the mask head on
+them, as a trained model does on a busy image (random weights score every class about
+1/91, below 0.05, and torchvision would then skip the mask head). torchvision gets
+min_size = max_size = size, so both see the same pixels; masks are pasted into the image
+in both (torchvision's `transform.postprocess`, jaxseg's `paste_detection_masks`, jitted).
+
+jaxseg's stages are cumulative jitted programs: backbone (ResNet-50), + FPN, + RPN
+(proposals after NMS), the whole model (box head, per-class NMS, mask head), the whole
+model with the mask head's convolutions replaced by zeros (so the mask head's share is the
+difference), and the pasting. torchvision's come from forward hooks on the same modules.
+Each framework runs in its own process; medians of `--steps` runs after one warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+CLASSES = 90  # + background: torchvision's COCO head
+
+
+def _images(batch: int, size: int) -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype(np.float32)
+
+
+def _median_time(fn, steps: int) -> float:
+    fn()  # warm-up (and compile)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def run_jax(size: int, batch: int, steps: int) -> dict:
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from jaxseg.detection import paste_detection_masks
+    from jaxseg.models import MaskRCNN
+    from jaxseg.models.fpn import FPN
+    from jaxseg.models.mask_head import MaskHead
+    from jaxseg.models.resnet import ResNet
+    from jaxseg.models.rpn import RPN
+
+    images = jnp.asarray(_images(batch, size))
+    model = MaskRCNN(num_classes=CLASSES, roi_heads={"score_threshold": 0.0})
+    variables = jax.jit(lambda k: model.init({"params": k}, images, train=False))(
+        jax.random.key(0, impl="rbg")
+    )
+
+    def part(name):
+        return {kind: tree[name] for kind, tree in variables.items() if name in tree}
+
+    backbone = ResNet(depth=50, norm=model.backbone_norm, frozen_stages=model.frozen_stages)
+    fpn = FPN(**model.fpn)
+    rpn = RPN(**model.rpn, nms=model.nms)
+
+    def features(x):
+        c = backbone.apply(part("backbone"), x, train=False)
+        return c, fpn.apply(part("fpn"), [c["c2"], c["c3"], c["c4"], c["c5"]])
+
+    def proposals(x):
+        _, f = features(x)
+        p, _ = rpn.apply(part("rpn"), f, tuple(x.shape[1:3]), None, train=False)
+        return p
+
+    def without_mask_convs(x):
+        def zeros(next_fun, args, kwargs, context):
+            if isinstance(context.module, MaskHead) and context.method_name == "__call__":
+                rois = args[0]
+                return jnp.zeros((rois.shape[0], 28, 28, CLASSES + 1), rois.dtype)
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(zeros):
+            return model.apply(variables, x, train=False)
+
+    def full(x):
+        return model.apply(variables, x, train=False)
+
+    programs = {
+        "backbone": jax.jit(lambda x: backbone.apply(part("backbone"), x, train=False)),
+        "+ fpn": jax.jit(lambda x: features(x)[1]),
+        "+ rpn": jax.jit(proposals),
+        "whole, mask convs zeroed": jax.jit(without_mask_convs),
+        "whole model": jax.jit(full),
+    }
+    result = {}
+    for name, program in programs.items():
+        result[name] = _median_time(lambda p=program: jax.block_until_ready(p(images)), steps)
+    detections = jax.jit(full)(images)
+    paste = jax.jit(lambda d: paste_detection_masks(d, (size, size), threshold=0.5))
+    result["paste masks"] = _median_time(lambda: jax.block_until_ready(paste(detections)), steps)
+    result["detections"] = float(np.asarray(detections.valid).sum(1).mean())
+    return result
+
+
+def run_torch(size: int, batch: int, steps: int) -> dict:
+    import torch
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    torch.manual_seed(0)
+    model = maskrcnn_resnet50_fpn(
+        weights=None,
+        weights_backbone=None,
+        num_classes=CLASSES + 1,
+        min_size=size,
+        max_size=size,
+        box_score_thresh=0.0,
+    ).eval()
+    inputs = [torch.from_numpy(im).permute(2, 0, 1).contiguous() for im in _images(batch, size)]
+    stamps: dict[str, list[float]] = {}
+
+    def timed(module, name):
+        module.register_forward_pre_hook(
+            lambda *_: stamps.setdefault(name, []).append(-time.perf_counter())
+        )
+        module.register_forward_hook(
+            lambda *_: stamps[name].__setitem__(-1, stamps[name][-1] + time.perf_counter())
+        )
+
+    heads = model.roi_heads
+    timed(model.backbone.body, "backbone")
+    timed(model.backbone.fpn, "fpn")
+    timed(model.rpn, "rpn")
+    timed(heads.box_roi_pool, "box RoIAlign")
+    timed(heads.box_head, "box head")
+    timed(heads.box_predictor, "box predictor")
+    timed(heads.mask_roi_pool, "mask RoIAlign")
+    timed(heads.mask_head, "mask head convs")
+    timed(heads.mask_predictor, "mask predictor")
+    timed(heads, "roi heads (all)")
+    postprocess = model.transform.postprocess
+
+    def timed_postprocess(*args, **kwargs):
+        t = time.perf_counter()
+        out = postprocess(*args, **kwargs)
+        stamps.setdefault("paste masks", []).append(time.perf_counter() - t)
+        return out
+
+    model.transform.postprocess = timed_postprocess
+    counts = []
+    with torch.no_grad():
+        whole = _median_time(lambda: counts.append(len(model(inputs)[0]["boxes"])), steps)
+    result = {name: float(np.median(v[1:])) for name, v in stamps.items()}
+    result["whole model"] = whole
+    result["detections"] = float(np.mean(counts))
+    result["threads"] = torch.get_num_threads()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=800)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--framework", choices=["jax", "torch"], default=None)
+    args = parser.parse_args()
+    if args.framework:
+        run = run_jax if args.framework == "jax" else run_torch
+        print(json.dumps(run(args.size, args.batch, args.steps)))
+        return
+    load = os.getloadavg()[0]
+    results = {}
+    for framework in ("jax", "torch"):
+        command = [sys.executable, __file__, "--framework", framework]
+        command += [
+            "--size",
+            str(args.size),
+            "--batch",
+            str(args.batch),
+            "--steps",
+            str(args.steps),
+        ]
+        out = subprocess.run(command, check=True, capture_output=True, text=True)
+        results[framework] = json.loads(out.stdout.strip().splitlines()[-1])
+    j, t = results["jax"], results["torch"]
+    # jaxseg's cumulative programs as stages.
+    jax_stages = {
+        "backbone": j["backbone"],
+        "fpn": j["+ fpn"] - j["backbone"],
+        "rpn (head, decode, NMS)": j["+ rpn"] - j["+ fpn"],
+        "box head + NMS + mask RoIAlign": j["whole, mask convs zeroed"] - j["+ rpn"],
+        "mask head convs": j["whole model"] - j["whole, mask convs zeroed"],
+        "paste masks": j["paste masks"],
+    }
+    torch_stages = {
+        "backbone": t["backbone"],
+        "fpn": t["fpn"],
+        "rpn (head, decode, NMS)": t["rpn"],
+        "box head + NMS + mask RoIAlign": t["roi heads (all)"]
+        - t["mask head convs"]
+        - t["mask predictor"],
+        "mask head convs": t["mask head convs"] + t["mask predictor"],
+        "paste masks": t["paste masks"],
+    }
+    print(
+        f"Mask R-CNN R50-FPN inference, batch {args.batch}, {args.size}x{args.size}, "
+        f"median of {args.steps} after one warm-up, load average {load:.2f} at the start, "
+        f"torch {t['threads']} threads"
+    )
+    print(f"{'stage (s)':34s}{'jaxseg':>10s}{'torchvision':>13s}{'ratio':>8s}")
+    for name in jax_stages:
+        a, b = jax_stages[name], torch_stages[name]
+        print(f"{name:34s}{a:10.3f}{b:13.3f}{a / b:8.2f}")
+    whole_j = j["whole model"] + j["paste masks"]
+    whole_t = t["whole model"]
+    print(f"{'whole (model + paste)':34s}{whole_j:10.3f}{whole_t:13.3f}{whole_j / whole_t:8.2f}")
+    print(f"{'detections per image':34s}{j['detections']:10.1f}{t['detections']:13.1f}")
+    print(
+        "torchvision's box stage: RoIAlign "
+        f"{t['box RoIAlign']:.3f}, box head {t['box head']:.3f}, predictor "
+        f"{t['box predictor']:.3f}, mask RoIAlign {t['mask RoIAlign']:.3f} s"
+    )
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
