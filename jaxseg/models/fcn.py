@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from jaxseg.models.pointwise_conv import PointwiseConv
 from jaxseg.models.upsampling import BilinearUpsample
 from jaxseg.models.vgg import VGG16
 
@@ -72,9 +73,8 @@ class FCN(nn.Module, kw_only=True):
     dtype: Any = jnp.float32
 
     def _score(self, x: jax.Array, name: str) -> jax.Array:
-        return nn.Conv(
-            self.num_classes,
-            (1, 1),
+        return PointwiseConv(
+            features=self.num_classes,
             kernel_init=nn.initializers.zeros,
             bias_init=nn.initializers.zeros,
             dtype=self.dtype,

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jaxseg.models.pointwise_conv import PointwiseConv
 from jaxseg.models.resnet import ResNet
 from jaxseg.models.upsampling import resize_bilinear
 
@@ -70,9 +71,8 @@ class FCNHead(nn.Module, kw_only=True):
             use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype, name="bn"
         )(x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
-        return nn.Conv(
-            self.num_classes,
-            (1, 1),
+        return PointwiseConv(
+            features=self.num_classes,
             kernel_init=_torch_kernel_init,
             bias_init=_torch_bias_init(inter),
             dtype=self.dtype,

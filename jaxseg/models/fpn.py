@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxseg.models.pointwise_conv import PointwiseConv
+
 # torchvision initialises FPN convs with kaiming_uniform_(a=1): variance 1 / fan_in.
 _INIT = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
 
@@ -63,6 +65,10 @@ class FPN(nn.Module, kw_only=True):
             )
 
         def conv(size, name):
+            if size == 1:  # a matmul, the same parameters (see PointwiseConv)
+                return PointwiseConv(
+                    features=self.channels, kernel_init=_INIT, dtype=self.dtype, name=name
+                )
             return nn.Conv(
                 self.channels,
                 (size, size),

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxseg.models.patch_conv import PatchConv
+from jaxseg.models.pointwise_conv import PointwiseConv
 from jaxseg.models.vgg import scaled_channels
 
 __all__ = ["FrozenBatchNorm", "GroupNorm", "ResNet", "trainable_mask"]
@@ -109,11 +110,21 @@ def _norm(kind: str, train: bool, dtype: Any, name: str) -> nn.Module:
 
 def _conv(
     features: int, size: int, *, stride: int = 1, dilation: int = 1, dtype: Any, name: str
-) -> nn.Conv:
+) -> nn.Module:
     """Returns a bias-free convolution padded like torch's `padding=dilation * (size // 2)`.
 
-    Initialised as torchvision's ResNet convs (He normal, fan_out).
+    Initialised as torchvision's ResNet convs (He normal, fan_out); 1x1 ones are matmuls
+    (`PointwiseConv`, the same parameters).
     """
+    if size == 1:
+        return PointwiseConv(
+            features=features,
+            strides=(stride, stride),
+            use_bias=False,
+            kernel_init=_CONV_INIT,
+            dtype=dtype,
+            name=name,
+        )
     pad = dilation * (size // 2)
     return nn.Conv(
         features,

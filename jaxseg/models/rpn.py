@@ -21,6 +21,7 @@ from jaxseg.detection.postprocess import select_proposals
 from jaxseg.detection.sampler import sample_balanced
 from jaxseg.detection.structures import Instances, Proposals
 from jaxseg.detection.targets import rpn_targets
+from jaxseg.models.pointwise_conv import PointwiseConv
 from jaxseg.ops.nms import check_nms_method
 
 _INIT = nn.initializers.normal(stddev=0.01)  # torchvision's RPNHead
@@ -44,11 +45,11 @@ class RPNHead(nn.Module, kw_only=True):
         conv = nn.Conv(
             channels, (3, 3), padding=1, kernel_init=_INIT, dtype=self.dtype, name="conv"
         )
-        cls_logits = nn.Conv(
-            self.num_anchors, (1, 1), kernel_init=_INIT, dtype=self.dtype, name="cls_logits"
+        cls_logits = PointwiseConv(
+            features=self.num_anchors, kernel_init=_INIT, dtype=self.dtype, name="cls_logits"
         )
-        bbox_pred = nn.Conv(
-            4 * self.num_anchors, (1, 1), kernel_init=_INIT, dtype=self.dtype, name="bbox_pred"
+        bbox_pred = PointwiseConv(
+            features=4 * self.num_anchors, kernel_init=_INIT, dtype=self.dtype, name="bbox_pred"
         )
         outputs = []
         for x in features:

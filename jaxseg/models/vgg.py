@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxseg.models.patch_conv import PatchConv
+from jaxseg.models.pointwise_conv import PointwiseConv
 
 __all__ = ["VGG16", "max_pool_ceil", "scaled_channels"]
 
@@ -130,6 +131,8 @@ class VGG16(nn.Module, kw_only=True):
         fc = dict(padding="VALID", kernel_init=_fc_init, dtype=self.dtype)
         x = nn.Conv(fc_channels, (7, 7), name="fc6", **fc)(x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
-        x = nn.Conv(fc_channels, (1, 1), name="fc7", **fc)(x)
+        x = PointwiseConv(features=fc_channels, kernel_init=_fc_init, dtype=self.dtype, name="fc7")(
+            x
+        )
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
         return {"pool3": features["pool3"], "pool4": features["pool4"], "fc7": x}
