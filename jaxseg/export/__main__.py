@@ -18,6 +18,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+import jaxseg.export
 from jaxseg.config import ConfigError
 from jaxseg.export.writer import check_output_folder, export_predictor
 from jaxseg.predict import Predictor
@@ -70,9 +71,11 @@ def main(argv):
             fallback_side=int(config.dataset.eval_image_size) if config is not None else None,
         )
         source = predictor.source
+        metadata = jaxseg.export.load(path).metadata
+        canvas = "x".join(str(side) for side in metadata["canvas"])
         print(
             f"exported {source.get('model')} (step {source.get('step')} of "
-            f"{source.get('workdir')}) for {predictor.kind} prediction to {path}",
+            f"{source.get('workdir')}), canvas {canvas}, batch {metadata['batch']}, to {path}",
             file=sys.stdout,
             flush=True,
         )
@@ -81,4 +84,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    sys.argv[0] = "python -m jaxseg.export"  # how errors and --help name the program
     app.run(main, flags_parser=parse_flags)
