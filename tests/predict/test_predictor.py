@@ -1,5 +1,9 @@
 """Predictor: results in each image's pixels, equal to the per-image path; batching; inputs."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -118,3 +122,20 @@ def test_bad_settings_are_named(tmp_path):
         Predictor.from_workdir(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match=r"holds no jaxseg_convert.json: give --config"):
         Predictor.from_workdir(tmp_path)
+
+
+def test_predict_and_export_import_without_torch():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = (
+        "import sys; sys.modules['torch'] = sys.modules['torchvision'] = None; "
+        "import jaxseg.predict, jaxseg.export.writer; print('imported')"
+    )
+    path = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0 and "imported" in result.stdout, result.stderr[-2000:]
