@@ -31,7 +31,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of train.py, or a converted folder.")
 _OUTPUT = flags.DEFINE_string("output", None, "Folder to write the export into (new or empty).")
 _CANVAS = flags.DEFINE_string(
-    "canvas", None, "HEIGHTxWIDTH of the network input, multiples of 32 (e.g. 800x1344)."
+    "canvas",
+    None,
+    "HEIGHTxWIDTH of the network input (multiples of 32 for Mask R-CNN), e.g. 800x1344.",
 )
 _BATCH = flags.DEFINE_integer("batch", 1, "Images per call (a short batch is padded).")
 _SCORE = flags.DEFINE_float("score_threshold", 0.5, "Default score threshold of instances.")

@@ -42,7 +42,7 @@ from jaxseg.export.layout import (
     VARIABLES_FILE,
 )
 from jaxseg.predict import Predictor
-from jaxseg.serving import SIZE_DIVISIBLE, check_canvas
+from jaxseg.serving import canvas_multiple, check_canvas
 
 __all__ = ["check_output_folder", "default_canvas", "export_predictor"]
 
@@ -65,8 +65,10 @@ _OUTPUTS = {
 }
 
 
-def default_canvas(preprocessing: Mapping[str, Any], *, fallback: int | None = None) -> tuple:
-    """Returns the square canvas, a multiple of 32, that holds every image the rule makes.
+def default_canvas(
+    preprocessing: Mapping[str, Any], *, fallback: int | None = None, multiple: int = 32
+) -> tuple[int, int]:
+    """Returns the square canvas (sides a `multiple`) that holds every image the rule makes.
 
     The longer side the resize rule can give (`max_size`, else `max_side`, else the
     shorter side's `resize_size`), or `fallback` (a config's `dataset.eval_image_size`).
@@ -84,7 +86,7 @@ def default_canvas(preprocessing: Mapping[str, Any], *, fallback: int | None = N
         raise ConfigError(
             "give --canvas HEIGHTxWIDTH: the model has no resize rule to take it from"
         )
-    side = max(SIZE_DIVISIBLE, math.ceil(int(side) / SIZE_DIVISIBLE) * SIZE_DIVISIBLE)
+    side = math.ceil(int(side) / multiple) * multiple
     return side, side
 
 
@@ -140,7 +142,8 @@ def export_predictor(
     Args:
       predictor: a `jaxseg.predict.Predictor`.
       directory: a new or empty folder, or (with `overwrite`) a previous export.
-      canvas: (H, W), multiples of 32; default the predictor's, else `default_canvas`.
+      canvas: (H, W) (multiples of 32 for instance models); default the predictor's, else
+        `default_canvas`.
       batch_size: images per call; default the predictor's.
       overwrite: replace an export already in `directory`.
       platforms: what to lower for ('cpu', 'cuda', 'rocm', 'tpu'); default this machine's.
@@ -151,10 +154,13 @@ def export_predictor(
         holds an export (without `overwrite`) or other files, or one that cannot be written.
     """
     directory = os.path.abspath(os.path.expanduser(os.fspath(directory)))
+    multiple = canvas_multiple(predictor.kind)
     if canvas is None:
-        canvas = predictor.canvas or default_canvas(predictor.preprocessing, fallback=fallback_side)
+        canvas = predictor.canvas or default_canvas(
+            predictor.preprocessing, fallback=fallback_side, multiple=multiple
+        )
     try:
-        canvas = check_canvas(canvas, what="--canvas")
+        canvas = check_canvas(canvas, what="--canvas", multiple=multiple)
     except ValueError as e:
         raise ConfigError(str(e)) from e
     batch_size = predictor.batch_size if batch_size is None else batch_size

@@ -19,7 +19,7 @@ from jaxseg.models import model_entry
 from jaxseg.predict.function import KINDS, input_specs, prediction_function
 from jaxseg.predict.restore import converted_metadata, restore_variables
 from jaxseg.runtime import sharding
-from jaxseg.serving import check_canvas, predict_in_batches
+from jaxseg.serving import canvas_multiple, check_canvas, predict_in_batches
 from jaxseg.tasks import TASKS
 from jaxseg.train.loop import prepare
 
@@ -81,7 +81,8 @@ class Predictor:
         self.model = model
         self.class_names = tuple(class_names)
         self.preprocessing = dict(preprocessing or {})
-        self.canvas = check_canvas(canvas) if canvas is not None else None
+        self.multiple = canvas_multiple(kind)
+        self.canvas = check_canvas(canvas, multiple=self.multiple) if canvas is not None else None
         self.batch_size = int(batch_size)
         self.score_threshold = float(score_threshold)
         self.min_size = int(min_size)
@@ -134,9 +135,16 @@ class Predictor:
         preprocessing = dict(metadata["preprocessing"]) if metadata else {}
         if max_side:
             preprocessing["max_side"] = int(max_side)
+        if config is not None:
+            try:
+                kind = model_entry(config.model.name).task
+            except ValueError as e:  # an unknown model name, with the closest known one
+                raise ConfigError(f"config.model.name: {e}") from e
+        else:
+            kind = _converted_kind(workdir, metadata)
         if canvas is not None:
             try:
-                canvas = check_canvas(canvas)
+                canvas = check_canvas(canvas, what="--canvas", multiple=canvas_multiple(kind))
             except ValueError as e:
                 raise ConfigError(str(e)) from e
         if config is not None:
@@ -218,7 +226,8 @@ class Predictor:
 
     def input_specs(self, *, canvas: tuple[int, int], batch_size: int) -> tuple[Any, ...]:
         """Returns the `jax.ShapeDtypeStruct`s of `function`'s inputs for a canvas and batch."""
-        return input_specs(self.variables, canvas=check_canvas(canvas), batch_size=batch_size)
+        canvas = check_canvas(canvas, multiple=self.multiple)
+        return input_specs(self.variables, canvas=canvas, batch_size=batch_size)
 
 
 def _check_threshold(value: Any) -> None:
@@ -226,8 +235,12 @@ def _check_threshold(value: Any) -> None:
         raise ValueError(f"score_threshold must be a number, got {value!r}")
 
 
-def _converted(workdir: str, metadata: Mapping[str, Any]):
-    """Returns `(model, variables, kind, class names)` of a converted folder."""
+def _converted_kind(workdir: str, metadata: Mapping[str, Any]) -> str:
+    """Returns the kind of a converted folder's model.
+
+    Raises:
+      ConfigError: for a backbone (nested under a prefix, or without heads).
+    """
     arch = metadata["arch"]
     if metadata.get("prefix"):
         raise ConfigError(
@@ -237,6 +250,11 @@ def _converted(workdir: str, metadata: Mapping[str, Any]):
     model_name = get_arch(arch).model_name
     if model_name is None:
         raise ConfigError(f"{workdir} holds a {arch} backbone: it has no predictions")
+    return model_entry(model_name).task
+
+
+def _converted(workdir: str, metadata: Mapping[str, Any]):
+    """Returns `(model, variables, kind, class names)` of a converted folder."""
+    kind = _converted_kind(workdir, metadata)
     model, variables = load_converted(workdir)
-    kind = model_entry(model_name).task
-    return model, variables, kind, converted_class_names(arch, model.num_classes)
+    return model, variables, kind, converted_class_names(metadata["arch"], model.num_classes)

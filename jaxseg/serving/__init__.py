@@ -12,6 +12,7 @@ from jaxseg.serving.batching import predict_in_batches
 from jaxseg.serving.canvas import (
     SIZE_DIVISIBLE,
     Placement,
+    canvas_multiple,
     check_canvas,
     check_images,
     input_scale,
@@ -24,6 +25,7 @@ from jaxseg.serving.results import encode_rle, instance_result, semantic_result
 __all__ = [
     "SIZE_DIVISIBLE",
     "Placement",
+    "canvas_multiple",
     "check_canvas",
     "check_images",
     "encode_rle",

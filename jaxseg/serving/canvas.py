@@ -23,6 +23,7 @@ import numpy as np
 __all__ = [
     "SIZE_DIVISIBLE",
     "Placement",
+    "canvas_multiple",
     "check_canvas",
     "check_images",
     "input_scale",
@@ -55,7 +56,7 @@ def input_scale(size: tuple[int, int], preprocessing: Mapping[str, Any] | None) 
     return float(scale)
 
 
-def parse_canvas(text: str, *, what: str = "--canvas") -> tuple[int, int]:
+def parse_canvas(text: str, *, what: str = "--canvas", multiple: int = 1) -> tuple[int, int]:
     """Returns (H, W) of 'HxW' (e.g. '800x1344'), checked by `check_canvas`.
 
     Raises:
@@ -64,11 +65,23 @@ def parse_canvas(text: str, *, what: str = "--canvas") -> tuple[int, int]:
     parts = str(text).lower().replace(" ", "").split("x")
     if len(parts) != 2 or not all(p.isdigit() for p in parts):
         raise ValueError(f"{what} = {text!r}: give HEIGHTxWIDTH in pixels, e.g. 800x1344")
-    return check_canvas((int(parts[0]), int(parts[1])), what=what)
+    return check_canvas((int(parts[0]), int(parts[1])), what=what, multiple=multiple)
 
 
-def check_canvas(canvas: Sequence[int], *, what: str = "canvas") -> tuple[int, int]:
-    """Returns `canvas` as (H, W) ints after checking both are positive multiples of 32.
+def canvas_multiple(kind: str) -> int:
+    """Returns what each canvas side must be a multiple of for a model of `kind`.
+
+    Mask R-CNN's FPN needs distinct strides down to 32 (`SIZE_DIVISIBLE`, as torchvision
+    pads); an FCN takes any size, and padding it would change its outputs near the border
+    (torchvision's FCN-ResNet runs at 520 x 520, unpadded).
+    """
+    return SIZE_DIVISIBLE if kind == "instance" else 1
+
+
+def check_canvas(
+    canvas: Sequence[int], *, what: str = "canvas", multiple: int = SIZE_DIVISIBLE
+) -> tuple[int, int]:
+    """Returns `canvas` as (H, W) ints after checking both are positive multiples of `multiple`.
 
     Raises:
       ValueError: naming `what`, the value and the nearest sizes that work.
@@ -77,12 +90,14 @@ def check_canvas(canvas: Sequence[int], *, what: str = "canvas") -> tuple[int, i
         raise ValueError(f"{what} must be (height, width), got {canvas!r}")
     height, width = (int(side) for side in canvas)
     for side in (height, width):
-        if side < SIZE_DIVISIBLE or side % SIZE_DIVISIBLE:
-            below = max(SIZE_DIVISIBLE, side // SIZE_DIVISIBLE * SIZE_DIVISIBLE)
-            above = max(SIZE_DIVISIBLE, -(-side // SIZE_DIVISIBLE) * SIZE_DIVISIBLE)
+        if side < 1:
+            raise ValueError(f"{what} = {height}x{width}: each side must be at least 1 pixel")
+        if side % multiple:
+            below = max(multiple, side // multiple * multiple)
+            above = -(-side // multiple) * multiple
             raise ValueError(
-                f"{what} = {height}x{width}: each side must be a positive multiple of "
-                f"{SIZE_DIVISIBLE} ({side} is not; {below} or {above} is)"
+                f"{what} = {height}x{width}: each side must be a multiple of {multiple} for "
+                f"this model ({side} is not; {below} or {above} is)"
             )
     return height, width
 

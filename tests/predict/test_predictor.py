@@ -110,10 +110,10 @@ def test_bad_images_are_named(images, message):
 
 
 def test_bad_settings_are_named(tmp_path):
-    with pytest.raises(
-        ValueError, match=r"canvas = 60x64: .* multiple of 32 \(60 is not; 32 or 64"
-    ):
-        fcn_predictor(canvas=(60, 64))
+    message = r"canvas = 60x64: .* multiple of 32 for this model \(60 is not; 32 or 64"
+    with pytest.raises(ValueError, match=message):
+        mask_rcnn_predictor(canvas=(60, 64))
+    assert fcn_predictor(canvas=(60, 64)).canvas == (60, 64)  # an FCN takes any size
     with pytest.raises(ValueError, match="batch_size must be a whole number >= 1, got 0"):
         fcn_predictor(batch_size=0)
     with pytest.raises(ValueError, match="score_threshold must be a number"):
