@@ -123,6 +123,15 @@ def test_an_interrupted_export_leaves_nothing_and_keeps_the_previous(exported, m
     assert not (folder / "new").exists()
     assert not [name for name in os.listdir(folder) if name.startswith(".")]  # no partial
     assert (folder / "fcn" / METADATA_FILE).read_bytes() == before
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("jaxseg.export.writer.np.savez", full)
+    with pytest.raises(ConfigError, match=r"--output .*new: writing failed \(No space left"):
+        export_predictor(fcn, folder / "new")
+    assert not (folder / "new").exists()
+    assert not [name for name in os.listdir(folder) if name.startswith(".")]
     monkeypatch.undo()
     export_predictor(fcn, folder / "fcn", overwrite=True, batch_size=1)
     assert jaxseg.export.load(folder / "fcn").batch_size == 1

@@ -10,7 +10,10 @@ import pytest
 from PIL import Image
 from tiny_predictors import drawn_variables
 
+from jaxseg.export import METADATA_FILE
+from jaxseg.export.writer import export_predictor
 from jaxseg.inference.run import predict_images
+from jaxseg.predict import Predictor
 from jaxseg.tasks import make_task
 from jaxseg.testing import set_tiny_mask_rcnn
 
@@ -82,3 +85,18 @@ def test_score_threshold_applies_with_a_training_config(mask_rcnn_workdir, tmp_p
     for d in found[0.0]:
         x1, y1, x2, y2 = d["box"]
         assert 0 <= x1 <= x2 <= 57 and 0 <= y1 <= y2 <= 40 and d["mask_area"] >= 0
+
+
+def test_a_training_workdir_exports_with_its_source(mask_rcnn_workdir, tmp_path):
+    config, workdir = mask_rcnn_workdir
+    predictor = Predictor.from_workdir(workdir, config)
+    assert predictor.class_names[0] == "background" and predictor.kind == "instance"
+    with pytest.raises(ValueError, match=r"--canvas = 100x64: .*multiple of 32"):
+        Predictor.from_workdir(workdir, config, canvas=(100, 64))
+    export_predictor(predictor, tmp_path / "export", fallback_side=config.dataset.eval_image_size)
+    with open(tmp_path / "export" / METADATA_FILE) as f:
+        metadata = json.load(f)
+    assert metadata["canvas"] == [64, 64]  # config.dataset.eval_image_size: no resize rule
+    assert metadata["source"]["step"] == 0 and metadata["model"] == config.model.name
+    assert metadata["source"]["checkpoint"] == os.path.join(str(workdir), "checkpoints", "0")
+    assert metadata["classes"] == list(predictor.class_names)
