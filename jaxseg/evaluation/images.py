@@ -1,21 +1,21 @@
-"""Predictions on arbitrary image files (`eval.py --images`): reading, per-image loop.
+"""Predictions on arbitrary image files (`eval.py --images`): reading, per-image writing.
 
-A task's `write_image_predictions(variables, images, directory)` gets the images as
-`(name, uint8 [H, W, 3])` pairs (`ImageFiles`, decoded one at a time) and writes, per image,
-an overlay PNG and its entry in one `predictions.json`. This module holds the parts any task
-shares:
+`eval.py --images` (`jaxseg.inference.predict_images`) reads the images as `(name, uint8
+[H, W, 3])` pairs (`ImageFiles`, decoded one at a time), predicts each with a
+`jaxseg.predict.Predictor` and writes, per image, an overlay PNG and its entry in one
+`predictions.json` (`write_semantic_image`, `write_instance_image`). This module holds the
+parts any task shares:
 
 - `find_images(pattern)`: a glob, a file or a directory to file paths;
 - `ImageFiles(paths)`: the images, decoded as they are used; a file that is not a readable
   image is skipped, logged with the reason and listed in `predictions.json`;
-- `input_scale`, `prepare_input`: the resize rule (a converted model's `preprocessing`, and
-  a cap on the longer side, `max_side`), ImageNet normalisation, zero padding to a multiple
-  of 32;
-- `semantic_image_predictions(predict, ...)`: the loop for semantic models (class-id maps,
-  overlays with a legend, class shares in the JSON);
-- `instance_image_predictions(detect, ...)`: the loop for instance models (`Detections`
-  mapped back to the image, masks pasted, `visualize.draw_instances`, boxes / classes /
-  scores in the JSON).
+- `input_scale` (`jaxseg.serving`'s), `prepare_input`: the resize rule (a converted model's
+  `preprocessing`, and a cap on the longer side, `max_side`), ImageNet normalisation, zero
+  padding to a multiple of 32;
+- `write_semantic_image`, `write_instance_image`: one image's files and JSON entry (class
+  maps with a legend and class shares; detections drawn, boxes / classes / scores);
+- `semantic_image_predictions(predict, ...)`, `instance_image_predictions(detect, ...)`: the
+  same for any predict function of one network input (for a task's own loop).
 
 Memory: only one image is decoded at a time, and the network sees at most `max_side`
 pixels on its longer side (`eval.py --max_size`, 1333 by default), so its activations are

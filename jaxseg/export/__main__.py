@@ -5,8 +5,9 @@
 
 Writes `DIR/predict.jaxexport` (jax.export StableHLO with resize, normalisation, the model
 and post-processing inside), `DIR/variables.npz` and `DIR/jaxseg_export.json`; load it with
-`jaxseg.export.load(DIR)`. The canvas (HEIGHTxWIDTH, multiples of 32) defaults to the square
-that holds every image of the model's resize rule; larger images are shrunk to fit. A
+`jaxseg.export.load(DIR)`. The canvas (HEIGHTxWIDTH; multiples of 32 for Mask R-CNN)
+defaults to the square that holds every image of the model's resize rule; larger images are
+shrunk to fit. A
 mistake (a wrong --workdir, a bad --canvas, a DIR that already holds an export) is one line
 with exit status 2. See docs/deploy.md.
 """
