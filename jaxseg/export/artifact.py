@@ -137,7 +137,10 @@ class ExportedPredictor:
             rle=rle,
         )
 
-    def _run(self, inputs: dict[str, np.ndarray], threshold: float) -> dict[str, np.ndarray]:
+    def _run(
+        self, inputs: dict[str, np.ndarray], threshold: float, canvas: tuple[int, int]
+    ) -> dict[str, np.ndarray]:
+        del canvas  # the export's own: a fixed canvas packs images into an array of its size
         leaves = [
             *self._variables,
             inputs["images"],

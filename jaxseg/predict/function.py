@@ -36,11 +36,12 @@ def prediction_function(
       mask_threshold: of the pasted instance masks.
 
     The function's inputs are `jaxseg.serving.pack`'s (`images` uint8 [B, H, W, 3], `sizes`,
-    `input_sizes` int32 [B, 2]) and a float32 scalar `score_threshold`; it resizes,
+    `input_sizes` int32 [B, 2]), a float32 scalar `score_threshold` and, static, the network
+    input's `canvas` (default the images' H, W; a free canvas may be smaller); it resizes,
     normalises and pads (`to_network_input`), runs the model and maps the outputs to content
-    pixels (`content_classes`: `{'classes': int32 [B, H, W]}`; `content_detections`: boxes,
-    scores, classes, keep, masks). Pure and shape-static: jit it once per canvas and batch,
-    or `jax.export` it.
+    pixels, those of the `images` array (`content_classes`: `{'classes': int32 [B, H, W]}`;
+    `content_detections`: boxes, scores, classes, keep, masks [B, D, H, W]). Pure and
+    shape-static: jit it once per canvas and batch, or `jax.export` it.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -50,7 +51,7 @@ def prediction_function(
     pixel_scale = float(preprocessing.get("pixel_scale") or 1 / 255)
     antialias = bool(preprocessing.get("antialias", True))
 
-    def predict(variables, images, sizes, input_sizes, score_threshold):
+    def predict(variables, images, sizes, input_sizes, score_threshold, canvas=None):
         x = to_network_input(
             images,
             sizes,
@@ -59,12 +60,14 @@ def prediction_function(
             std=std,
             pixel_scale=pixel_scale,
             antialias=antialias,
+            canvas=canvas,
         )
         outputs = model.apply(variables, x, train=False)
         if kind == "semantic":
             logits = outputs["out"] if isinstance(outputs, Mapping) else outputs
             classes = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-            return {"classes": content_classes(classes, sizes, input_sizes)}
+            shape = tuple(images.shape[1:3])
+            return {"classes": content_classes(classes, sizes, input_sizes, shape=shape)}
         return content_detections(
             outputs,
             sizes,

@@ -31,13 +31,20 @@ def _nearest(out_size: int, in_length: jax.Array, out_length: jax.Array) -> jax.
     return jnp.clip(index, 0, jnp.maximum(in_length - 1, 0))
 
 
-def content_classes(classes: ArrayLike, sizes: ArrayLike, input_sizes: ArrayLike) -> jax.Array:
-    """Returns int32 [B, H, W]: class maps [B, H, W] of the network input, in content pixels.
+def content_classes(
+    classes: ArrayLike,
+    sizes: ArrayLike,
+    input_sizes: ArrayLike,
+    *,
+    shape: tuple[int, int] | None = None,
+) -> jax.Array:
+    """Returns int32 [B, H, W]: class maps [B, H', W'] of the network input, in content pixels.
 
-    Each content's (h, w) top-left region holds its classes; the rest is 0.
+    `shape` is (H, W) of the contents' array (default the class maps'); each content's
+    (h, w) top-left region holds its classes, the rest is 0.
     """
     classes = jnp.asarray(classes)
-    _, height, width = classes.shape
+    height, width = shape or classes.shape[1:]
 
     def one(c, size, inside):
         rows = _nearest(height, inside[0], size[0])

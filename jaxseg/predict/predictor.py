@@ -89,7 +89,7 @@ class Predictor:
         self.source = dict(source or {})
         self.variables = jax.device_put(variables)
         self.function = prediction_function(model, kind, preprocessing=self.preprocessing)
-        self._jitted = jax.jit(self.function)
+        self._jitted = jax.jit(self.function, static_argnames="canvas")
 
     @classmethod
     def from_workdir(
@@ -214,13 +214,16 @@ class Predictor:
             rle=rle,
         )
 
-    def _run(self, inputs: Mapping[str, np.ndarray], threshold: float) -> dict[str, np.ndarray]:
+    def _run(
+        self, inputs: Mapping[str, np.ndarray], threshold: float, canvas: tuple[int, int]
+    ) -> dict[str, np.ndarray]:
         outputs = self._jitted(
             self.variables,
             inputs["images"],
             inputs["sizes"],
             inputs["input_sizes"],
             np.float32(threshold),
+            canvas=tuple(canvas),
         )
         return {k: np.asarray(v) for k, v in jax.device_get(outputs).items()}
 

@@ -52,24 +52,27 @@ def to_network_input(
     std: Sequence[float],
     pixel_scale: float = 1 / 255,
     antialias: bool = True,
+    canvas: tuple[int, int] | None = None,
 ) -> jax.Array:
-    """Returns float32 [B, H, W, 3]: each content resized, normalised and zero-padded.
+    """Returns float32 [B, H', W', 3]: each content resized, normalised and zero-padded.
 
     Args:
       images: uint8 [B, H, W, 3], each image's content at the top-left.
       sizes: int32 [B, 2] (h, w) of the contents; 0 for an empty slot.
-      input_sizes: int32 [B, 2] (h, w) each content is resized to, at most (H, W).
+      input_sizes: int32 [B, 2] (h, w) each content is resized to, at most (H', W').
       mean, std: per-channel statistics applied after `pixel_scale` (ImageNet's).
       antialias: see `resize_matrix`.
+      canvas: (H', W') of the network input; default (H, W).
     """
     images = jnp.asarray(images)
-    _, height, width, _ = images.shape
+    _, in_height, in_width, _ = images.shape
+    height, width = canvas or (in_height, in_width)
     mean = jnp.asarray(mean, jnp.float32)
     std = jnp.asarray(std, jnp.float32)
 
     def one(image, size, inside):
-        rows = resize_matrix(size[0], inside[0], height, height, antialias=antialias)
-        cols = resize_matrix(size[1], inside[1], width, width, antialias=antialias)
+        rows = resize_matrix(size[0], inside[0], in_height, height, antialias=antialias)
+        cols = resize_matrix(size[1], inside[1], in_width, width, antialias=antialias)
         x = image.astype(jnp.float32) * pixel_scale
         x = jnp.einsum("oh,hwc->owc", rows, x, precision=jax.lax.Precision.HIGHEST)
         x = jnp.einsum("owc,pw->opc", x, cols, precision=jax.lax.Precision.HIGHEST)

@@ -17,7 +17,7 @@ KINDS = ("semantic", "instance")
 
 def predict_in_batches(
     images: Sequence[np.ndarray],
-    run: Callable[[dict[str, np.ndarray], float], dict[str, np.ndarray]],
+    run: Callable[[dict[str, np.ndarray], float, tuple[int, int]], dict[str, np.ndarray]],
     *,
     kind: str,
     preprocessing: Mapping[str, Any] | None,
@@ -31,8 +31,9 @@ def predict_in_batches(
 
     Args:
       images: uint8 [H, W, 3] RGB images, any sizes.
-      run: `(pack(...)'s inputs, score_threshold) -> outputs` (host arrays) of a batch: the
-        compiled function of a `jaxseg.predict.Predictor` or of a loaded export.
+      run: `(pack(...)'s inputs, score_threshold, network canvas) -> outputs` (host arrays)
+        of a batch: the compiled function of a `jaxseg.predict.Predictor` or of a loaded
+        export.
       kind: 'semantic' (class maps) or 'instance' (detections).
       preprocessing: the resize rule (`jaxseg.serving.input_scale`).
       canvas: a fixed (H, W), or None: per image, the smallest that holds it (one compile
@@ -53,20 +54,20 @@ def predict_in_batches(
     placements = [
         place(image.shape[:2], preprocessing, canvas=canvas, min_size=min_size) for image in images
     ]
-    groups: dict[tuple[int, int], list[int]] = {}
+    groups: dict[tuple[tuple[int, int], tuple[int, int]], list[int]] = {}
     for i, placement in enumerate(placements):
-        groups.setdefault(placement.canvas, []).append(i)
+        groups.setdefault((placement.input_canvas, placement.canvas), []).append(i)
     results: list[dict[str, Any] | None] = [None] * len(images)
-    for group_canvas, indices in groups.items():
+    for (input_canvas, network_canvas), indices in groups.items():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
             inputs = pack(
                 [images[i] for i in chunk],
                 [placements[i] for i in chunk],
-                canvas=group_canvas,
+                canvas=input_canvas,
                 batch_size=batch_size,
             )
-            outputs = run(inputs, float(score_threshold))
+            outputs = run(inputs, float(score_threshold), network_canvas)
             for slot, i in enumerate(chunk):
                 if kind == "semantic":
                     results[i] = semantic_result(outputs, slot, placements[i])

@@ -136,6 +136,8 @@ class Placement:
       content_size: (h, w) of the content: `ceil(size / shrink)`.
       input_size: (h, w) the content is resized to inside the network input.
       canvas: (H, W) of the network input.
+      input_canvas: (H, W) of the uint8 array the content is packed into: `canvas`, or
+        for a free canvas one that holds a content larger than it.
     """
 
     size: tuple[int, int]
@@ -143,6 +145,7 @@ class Placement:
     content_size: tuple[int, int]
     input_size: tuple[int, int]
     canvas: tuple[int, int]
+    input_canvas: tuple[int, int]
 
 
 def place(
@@ -158,27 +161,39 @@ def place(
       size: the image's height and width.
       preprocessing: the resize rule (see `input_scale`).
       canvas: a fixed (H, W): an image the rule makes larger is shrunk to fit it (aspect
-        kept, never cropped). None: the smallest multiple of 32 (at least `min_size`) that
-        holds the resized image.
+        kept, never cropped); an image larger than the canvas itself is first shrunk on the
+        host by the smallest integer factor that fits it in. None: the smallest multiple of
+        32 (at least `min_size`) that holds the resized image; an image larger than that
+        is shrunk on the host by the largest integer factor that keeps it at least as large
+        as the resized image (so the resize inside the network function still shrinks it,
+        antialiased), into an input array of its own size.
       min_size: the smallest canvas side when `canvas` is None.
     """
     height, width = int(size[0]), int(size[1])
     scale = input_scale((height, width), preprocessing)
     inside = (max(1, round(height * scale)), max(1, round(width * scale)))
     if canvas is None:
-        canvas = tuple(
-            max(min_size, math.ceil(side / SIZE_DIVISIBLE) * SIZE_DIVISIBLE) for side in inside
-        )
-    elif inside[0] > canvas[0] or inside[1] > canvas[1]:
-        scale = min(canvas[0] / height, canvas[1] / width)
-        inside = (
-            min(canvas[0], max(1, round(height * scale))),
-            min(canvas[1], max(1, round(width * scale))),
-        )
-    shrink = max(1, math.ceil(max(height / canvas[0], width / canvas[1])))
-    content = (-(-height // shrink), -(-width // shrink))
-    inside = (min(inside[0], canvas[0]), min(inside[1], canvas[1]))
-    return Placement((height, width), shrink, content, inside, tuple(canvas))
+        canvas = _ceil32(inside, min_size)
+        shrink = max(1, min(height // inside[0], width // inside[1]))
+        content = (-(-height // shrink), -(-width // shrink))
+        input_canvas = tuple(max(c, s) for c, s in zip(canvas, _ceil32(content), strict=True))
+    else:
+        canvas = tuple(canvas)
+        if inside[0] > canvas[0] or inside[1] > canvas[1]:
+            scale = min(canvas[0] / height, canvas[1] / width)
+            inside = (
+                min(canvas[0], max(1, round(height * scale))),
+                min(canvas[1], max(1, round(width * scale))),
+            )
+        shrink = max(1, math.ceil(max(height / canvas[0], width / canvas[1])))
+        content = (-(-height // shrink), -(-width // shrink))
+        input_canvas = canvas
+    return Placement((height, width), shrink, content, inside, canvas, input_canvas)
+
+
+def _ceil32(size: Sequence[int], min_size: int = 1) -> tuple[int, int]:
+    """Returns `size` rounded up to multiples of 32, each at least `min_size`."""
+    return tuple(max(min_size, -(-side // SIZE_DIVISIBLE) * SIZE_DIVISIBLE) for side in size)
 
 
 def _shrunk(image: np.ndarray, factor: int) -> np.ndarray:
@@ -203,6 +218,8 @@ def pack(
 ) -> dict[str, np.ndarray]:
     """Returns the compiled function's inputs for up to `batch_size` images of one canvas.
 
+    `canvas` is the images' `input_canvas` (the array's height and width).
+
     Returns:
       `images` uint8 [B, H, W, 3] (content at the top-left, zeros elsewhere), `sizes` int32
       [B, 2] and `input_sizes` int32 [B, 2]; B = `batch_size`, the slots after the images
@@ -214,8 +231,8 @@ def pack(
     sizes = np.zeros((batch_size, 2), np.int32)
     input_sizes = np.zeros((batch_size, 2), np.int32)
     for i, (image, placement) in enumerate(zip(images, placements, strict=True)):
-        if placement.canvas != tuple(canvas):
-            raise ValueError(f"image {i} is placed on {placement.canvas}, not {canvas}")
+        if placement.input_canvas != tuple(canvas):
+            raise ValueError(f"image {i} is packed into {placement.input_canvas}, not {canvas}")
         content = _shrunk(image, placement.shrink)
         batch[i, : content.shape[0], : content.shape[1]] = content
         sizes[i] = content.shape[:2]

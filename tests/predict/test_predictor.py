@@ -54,6 +54,15 @@ def test_resize_rule_canvas_fit_and_larger_images():
     assert len(changes) == 0 or np.min(np.diff(np.r_[0, changes])) >= 4
 
 
+def test_a_free_canvas_keeps_a_large_image_at_the_networks_resolution():
+    image = np.random.default_rng(2).integers(0, 256, (150, 240, 3), dtype=np.uint8)
+    (result,) = fcn_predictor(preprocessing={"max_side": 64})([image])
+    assert result["input_size"] == (40, 64) and result["classes"].shape == (150, 240)
+    # The network's class map, resampled nearest to the image: runs of about 150 / 40 rows.
+    runs = np.flatnonzero(np.diff(result["classes"][:, 100])) + 1
+    assert len(runs) == 0 or np.min(np.diff(np.r_[0, runs])) >= 3
+
+
 def test_instance_results_equal_the_per_image_path():
     image = sample_images()[0]
     predictor = mask_rcnn_predictor()

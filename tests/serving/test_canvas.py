@@ -20,7 +20,13 @@ def test_placement_on_a_fixed_and_a_free_canvas():
     assert free.canvas == (64, 64) and free.input_size == (40, 57)
     assert place((20, 28), None, min_size=48).canvas == (48, 48)  # prepare_input's rule
     capped = place((150, 240), {"max_side": 64})
-    assert capped.canvas == (64, 64) and capped.input_size == (40, 64) and capped.shrink == 4
+    assert capped.canvas == (64, 64) and capped.input_size == (40, 64)
+    # A free canvas keeps the content at least as large as the network's image (50 x 80 >=
+    # 40 x 64), in an input array of its own.
+    assert capped.shrink == 3 and capped.content_size == (50, 80)
+    assert capped.input_canvas == (64, 96)
+    photo = place((4000, 6000), {"max_side": 1333})
+    assert photo.canvas == (896, 1344) and photo.shrink == 4 and photo.input_canvas == (1024, 1504)
 
 
 def test_pack_pads_the_batch_with_empty_slots():
