@@ -14,14 +14,14 @@ ROOT = Path(__file__).resolve().parents[1] / "jaxseg"
 # Bottom-up. A package imports only packages of the ranks below its own (so there is no
 # cycle); `jaxseg` itself (the package face: IGNORE_LABEL, ops) is the ground.
 RANKS = [
-    {"ops", "config", "testing"},
+    {"ops", "config", "testing", "serving"},
     {"data", "detection"},
     {"evaluation", "models"},
     {"convert", "runtime"},
     {"tasks"},
     {"train"},
-    {"inference", "compile_report"},
-    {"export"},
+    {"predict", "compile_report"},
+    {"inference", "export"},
 ]
 RANK = {name: i for i, names in enumerate(RANKS) for name in names}
 

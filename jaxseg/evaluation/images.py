@@ -1,21 +1,21 @@
-"""Predictions on arbitrary image files (`eval.py --images`): reading, per-image loop.
+"""Predictions on arbitrary image files (`eval.py --images`): reading, per-image writing.
 
-A task's `write_image_predictions(variables, images, directory)` gets the images as
-`(name, uint8 [H, W, 3])` pairs (`ImageFiles`, decoded one at a time) and writes, per image,
-an overlay PNG and its entry in one `predictions.json`. This module holds the parts any task
-shares:
+`eval.py --images` (`jaxseg.inference.predict_images`) reads the images as `(name, uint8
+[H, W, 3])` pairs (`ImageFiles`, decoded one at a time), predicts each with a
+`jaxseg.predict.Predictor` and writes, per image, an overlay PNG and its entry in one
+`predictions.json` (`write_semantic_image`, `write_instance_image`). This module holds the
+parts any task shares:
 
 - `find_images(pattern)`: a glob, a file or a directory to file paths;
 - `ImageFiles(paths)`: the images, decoded as they are used; a file that is not a readable
   image is skipped, logged with the reason and listed in `predictions.json`;
-- `input_scale`, `prepare_input`: the resize rule (a converted model's `preprocessing`, and
-  a cap on the longer side, `max_side`), ImageNet normalisation, zero padding to a multiple
-  of 32;
-- `semantic_image_predictions(predict, ...)`: the loop for semantic models (class-id maps,
-  overlays with a legend, class shares in the JSON);
-- `instance_image_predictions(detect, ...)`: the loop for instance models (`Detections`
-  mapped back to the image, masks pasted, `visualize.draw_instances`, boxes / classes /
-  scores in the JSON).
+- `input_scale` (`jaxseg.serving`'s), `prepare_input`: the resize rule (a converted model's
+  `preprocessing`, and a cap on the longer side, `max_side`), ImageNet normalisation, zero
+  padding to a multiple of 32;
+- `write_semantic_image`, `write_instance_image`: one image's files and JSON entry (class
+  maps with a legend and class shares; detections drawn, boxes / classes / scores);
+- `semantic_image_predictions(predict, ...)`, `instance_image_predictions(detect, ...)`: the
+  same for any predict function of one network input (for a task's own loop).
 
 Memory: only one image is decoded at a time, and the network sees at most `max_side`
 pixels on its longer side (`eval.py --max_size`, 1333 by default), so its activations are
@@ -46,6 +46,7 @@ from jaxseg.data.image_io import MAX_PIXELS, BadImageError, open_image, to_rgb8
 from jaxseg.data.transforms import normalize_and_pad
 from jaxseg.detection.postprocess import paste_detection_masks
 from jaxseg.evaluation.visualize import draw_instances, segmentation_overlay
+from jaxseg.serving.canvas import SIZE_DIVISIBLE, input_scale
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
@@ -61,11 +62,12 @@ __all__ = [
     "read_image",
     "read_images",
     "semantic_image_predictions",
+    "write_instance_image",
     "write_predictions_json",
+    "write_semantic_image",
 ]
 
 PREDICTIONS_FILE = "predictions.json"
-SIZE_DIVISIBLE = 32  # inputs are zero-padded (after normalisation) to a multiple of this
 # The longer side of the network input (eval.py --max_size): torchvision's detection limit.
 # At 1333 x 1000 an FCN-VGG16 needs about 0.4 GB per 64-channel activation; at a photo's
 # 6000 x 4000, 6 GB.
@@ -215,27 +217,6 @@ class ImageFiles(Iterable[tuple[str, np.ndarray]]):
             raise NothingPredictedError(f"nothing predicted: {message}")
 
 
-def input_scale(size: tuple[int, int], preprocessing: Mapping[str, Any] | None) -> float:
-    """Returns the factor an image of `size` (h, w) is resized by before the network.
-
-    `preprocessing` holds `jaxseg.convert.preprocessing(arch)`'s rule, a cap, or both:
-    with `resize: 'shorter_side'` the shorter side goes to `resize_size`, unless the longer
-    side would then exceed `max_size` (torchvision's detection rule; its segmentation rule
-    has no `max_size`); then `max_side`, if set, caps the longer side (`eval.py
-    --max_size`), never enlarging. None: 1 (no resize).
-    """
-    if not preprocessing:
-        return 1.0
-    scale = 1.0
-    if preprocessing.get("resize") == "shorter_side":
-        scale = preprocessing["resize_size"] / min(size)
-        if preprocessing.get("max_size"):
-            scale = min(scale, preprocessing["max_size"] / max(size))
-    if preprocessing.get("max_side"):
-        scale = min(scale, preprocessing["max_side"] / max(size))
-    return float(scale)
-
-
 def prepare_input(
     image: np.ndarray, *, scale: float = 1.0, min_size: int = 1
 ) -> tuple[np.ndarray, tuple[int, int]]:
@@ -320,24 +301,11 @@ def semantic_image_predictions(
             prediction = np.asarray(
                 Image.fromarray(prediction).resize((image.shape[1], image.shape[0]), Image.NEAREST)
             )
-        stem = os.path.join(directory, _output_stem(index, name))
-        segmentation_overlay(image, prediction, class_names).save(stem + ".png")
-        Image.fromarray(prediction).save(stem + "_classes.png")
-        counts = np.bincount(prediction.ravel(), minlength=len(class_names))
-        records.append(
-            {
-                "file": name,
-                "size": list(image.shape[:2]),
-                "input_size": [height, width],
-                "overlay": os.path.basename(stem + ".png"),
-                "classes": os.path.basename(stem + "_classes.png"),
-                "class_fractions": {
-                    class_names[k]: round(float(counts[k]) / prediction.size, 6)
-                    for k in np.flatnonzero(counts)
-                },
-            }
+        written, record = write_semantic_image(
+            directory, index, name, image, prediction, class_names, input_size=(height, width)
         )
-        paths += [stem + ".png", stem + "_classes.png"]
+        records.append(record)
+        paths += written
     paths.append(write_predictions_json(directory, records, skipped=_skipped(images)))
     return paths
 
@@ -401,30 +369,108 @@ def instance_image_predictions(
             masks[row] = np.asarray(paste(single, np.asarray([scale], np.float32), size))
         # The network's canvas is padded beyond the image: clip to the image itself.
         boxes = np.clip(one.boxes[keep] / scale, 0, [image.shape[1], image.shape[0]] * 2)
-        classes, scores = one.classes[keep], one.scores[keep]
-        path = os.path.join(directory, _output_stem(index, name) + ".png")
-        draw_instances(image, boxes, classes, scores, class_names, masks=masks).save(path)
-        records.append(
-            {
-                "file": name,
-                "size": list(size),
-                "input_size": list(inside),
-                "overlay": os.path.basename(path),
-                "detections": [
-                    {
-                        "class": int(classes[j]),
-                        "name": _name(class_names, int(classes[j])),
-                        "score": round(float(scores[j]), 6),
-                        "box": [round(float(v), 2) for v in boxes[j]],
-                        "mask_area": int(masks[j].sum()),
-                    }
-                    for j in range(len(keep))
-                ],
-            }
+        written, record = write_instance_image(
+            directory,
+            index,
+            name,
+            image,
+            boxes,
+            one.classes[keep],
+            one.scores[keep],
+            masks,
+            class_names,
+            input_size=inside,
         )
-        paths.append(path)
+        records.append(record)
+        paths += written
     paths.append(write_predictions_json(directory, records, skipped=_skipped(images)))
     return paths
+
+
+def write_semantic_image(
+    directory: str,
+    index: int,
+    name: str,
+    image: np.ndarray,
+    prediction: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    input_size: tuple[int, int],
+) -> tuple[list[str], dict[str, Any]]:
+    """Writes one image's overlay and class-id PNG; returns `(paths, predictions.json entry)`.
+
+    Args:
+      directory: an existing folder.
+      index: the image's position (the files are `NNN_stem.png`, `NNN_stem_classes.png`).
+      name: the image's file name.
+      image: uint8 [H, W, 3].
+      prediction: [H, W] class ids at the image's pixels (stored as uint8).
+      class_names: the K class names.
+      input_size: (h, w) of the image inside the network input.
+    """
+    prediction = np.asarray(prediction).astype(np.uint8)
+    stem = os.path.join(directory, _output_stem(index, name))
+    segmentation_overlay(image, prediction, class_names).save(stem + ".png")
+    Image.fromarray(prediction).save(stem + "_classes.png")
+    counts = np.bincount(prediction.ravel(), minlength=len(class_names))
+    record = {
+        "file": name,
+        "size": list(image.shape[:2]),
+        "input_size": [int(v) for v in input_size],
+        "overlay": os.path.basename(stem + ".png"),
+        "classes": os.path.basename(stem + "_classes.png"),
+        "class_fractions": {
+            class_names[k]: round(float(counts[k]) / prediction.size, 6)
+            for k in np.flatnonzero(counts)
+        },
+    }
+    return [stem + ".png", stem + "_classes.png"], record
+
+
+def write_instance_image(
+    directory: str,
+    index: int,
+    name: str,
+    image: np.ndarray,
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    scores: np.ndarray,
+    masks: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    input_size: tuple[int, int],
+) -> tuple[list[str], dict[str, Any]]:
+    """Writes one image's drawing of its detections; returns `(paths, predictions.json entry)`.
+
+    Args:
+      directory: an existing folder.
+      index: the image's position (the file is `NNN_stem.png`).
+      name: the image's file name.
+      image: uint8 [H, W, 3].
+      boxes: [N, 4] xyxy in the image's pixels; classes [N] (1..K); scores [N], best first.
+      masks: bool [N, H, W] at the image's pixels.
+      class_names: names indexed by class id, index 0 the background.
+      input_size: (h, w) of the image inside the network input.
+    """
+    path = os.path.join(directory, _output_stem(index, name) + ".png")
+    draw_instances(image, boxes, classes, scores, class_names, masks=masks).save(path)
+    record = {
+        "file": name,
+        "size": list(image.shape[:2]),
+        "input_size": [int(v) for v in input_size],
+        "overlay": os.path.basename(path),
+        "detections": [
+            {
+                "class": int(classes[j]),
+                "name": _name(class_names, int(classes[j])),
+                "score": round(float(scores[j]), 6),
+                "box": [round(float(v), 2) for v in boxes[j]],
+                "mask_area": int(masks[j].sum()),
+            }
+            for j in range(len(boxes))
+        ],
+    }
+    return [path], record
 
 
 def _name(class_names: Sequence[str], k: int) -> str:

@@ -22,26 +22,23 @@ from typing import Any
 
 import jax
 import ml_collections
-import optax
 
 from jaxseg.config import ConfigError, check_workdir
-from jaxseg.convert.archs import get_arch
-from jaxseg.convert.categories import class_names
-from jaxseg.convert.checkpoint import METADATA_FILE, load_converted
+from jaxseg.convert.checkpoint import METADATA_FILE
 from jaxseg.evaluation.images import (
     DEFAULT_MAX_SIZE,
     ImageFiles,
     NothingPredictedError,
     find_images,
+    write_instance_image,
+    write_predictions_json,
+    write_semantic_image,
 )
-from jaxseg.models import model_entry
+from jaxseg.predict import Predictor, converted_metadata, restore_variables
 from jaxseg.runtime import distributed, sharding
-from jaxseg.runtime.checkpointing import Checkpointer
-from jaxseg.runtime.compilation import setup_compilation_cache
 from jaxseg.runtime.metrics_writer import json_safe
-from jaxseg.tasks import TASKS
 from jaxseg.train.evaluate import evaluate_dataset, write_pictures
-from jaxseg.train.loop import abstract_train_state, prepare
+from jaxseg.train.loop import prepare
 from jaxseg.train.step import make_eval_step
 
 __all__ = ["evaluate", "predict_images"]
@@ -90,7 +87,7 @@ def evaluate(
     workdir = os.path.abspath(os.path.expanduser(workdir))
     eval_dir = _output_directory(output, workdir, "eval", "evaluation")
     mesh = sharding.make_mesh()
-    host_variables, shardings, step, directory = _restore_variables(task, config, workdir, mesh)
+    host_variables, shardings, step, directory = restore_variables(task, config, workdir, mesh)
     variables = sharding.put(host_variables, shardings.variables)
 
     batch_size = sharding.per_process_batch_size(config.eval.batch_size, what="eval.batch_size")
@@ -123,49 +120,6 @@ def evaluate(
     return result
 
 
-def _restore_variables(task, config: ml_collections.ConfigDict, workdir: str, mesh):
-    """Returns `(variables, step shardings, step, checkpoints folder)` of the best or
-    configured step: the variables as host (numpy) arrays, whatever devices wrote them.
-
-    Raises:
-      ValueError: no checkpoint, an unknown step, arrays that do not fit the model.
-    """
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        raise ConfigError(
-            f"no checkpoints in {directory}: train first (train.py --workdir {workdir})"
-        )
-    checkpointer = Checkpointer(directory, create=False, best_metric=task.best_metric)
-    try:
-        steps = checkpointer.all_steps()
-        if not steps:
-            raise ConfigError(f"no checkpoints in {directory}: train first")
-        step = int(config.eval.checkpoint)
-        if step < 0:
-            step = checkpointer.best_step()
-        elif step not in steps:
-            raise ConfigError(
-                f"config.eval.checkpoint = {step}: no such step in {directory} {steps}"
-            )
-        setup_compilation_cache(config.compilation_cache_dir)
-        # Only the variables: evaluation needs no optimiser (optax.identity has no state),
-        # and a converted checkpoint (python -m jaxseg.convert) has none.
-        abstract_state = abstract_train_state(task, optax.identity(), config, mesh)
-        variables = checkpointer.restore_variables(step, abstract_state)
-    finally:
-        checkpointer.close()
-    shardings = sharding.step_shardings(abstract_state, mesh, mode=config.sharding.params)
-    return variables, shardings, step, directory
-
-
-def _converted_metadata(workdir: str) -> dict[str, Any] | None:
-    path = os.path.join(workdir, METADATA_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def predict_images(
     config: ml_collections.ConfigDict | None,
     workdir: str,
@@ -185,7 +139,7 @@ def predict_images(
       pattern: a glob of image files, one file, or a directory (its files with an image
         extension); any size, RGB / grey / RGBA, PNG / JPEG / ...
       output: the folder to write into; default `<workdir>/images`.
-      score_threshold: of the instance detections drawn and listed.
+      score_threshold: of the instance detections drawn and listed (with a config too).
       max_size: the longest side, in pixels, of the image inside the network input: a larger
         image is shrunk to it (bilinear), predicted, and its predictions mapped back to its
         own pixels (boxes scaled, masks pasted at full size, class maps resized
@@ -214,36 +168,23 @@ def predict_images(
         images = ImageFiles(find_images(pattern), source=pattern)
     except ValueError as e:  # nothing matches: the user's argument
         raise ConfigError(str(e)) from e
-    metadata = _converted_metadata(workdir)
+    metadata = converted_metadata(workdir)
     if config is None and metadata is None:
         raise ConfigError(
             f"{workdir} holds no {METADATA_FILE}: give --config, or a folder written by "
             "python -m jaxseg.convert"
         )
-    preprocessing = dict(metadata["preprocessing"]) if metadata else {}
-    if max_size:
-        preprocessing["max_side"] = int(max_size)
     default = os.path.join(workdir, "images")
     created = not os.path.isdir(os.path.abspath(os.path.expanduser(output or default)))
     directory = _output_directory(output, workdir, "images", "predictions")
     try:
+        predictor = Predictor.from_workdir(
+            workdir, config, score_threshold=score_threshold, max_side=max_size or None
+        )
+        written = _write_image_predictions(predictor, images, directory)
         if config is not None:
-            task = prepare(config)
-            mesh = sharding.make_mesh()
-            variables, _, step, _ = _restore_variables(task, config, workdir, mesh)
-            written = task.write_image_predictions(
-                variables, images, directory, preprocessing=preprocessing or None
-            )
-            source = f"{config.model.name}, checkpoint step {step}"
+            source = f"{config.model.name}, checkpoint step {predictor.source['step']}"
         else:
-            written = _converted_predictions(
-                workdir,
-                metadata,
-                images,
-                directory,
-                preprocessing=preprocessing,
-                score_threshold=score_threshold,
-            )
             source = f"converted {metadata['arch']} ({metadata.get('source') or workdir})"
     except NothingPredictedError:
         if created and not os.listdir(directory):
@@ -259,24 +200,39 @@ def predict_images(
     return written
 
 
-def _converted_predictions(workdir, metadata, images, directory, *, preprocessing, score_threshold):
-    if metadata.get("prefix"):
-        raise ConfigError(
-            f"{workdir} holds {metadata['arch']} nested under {metadata['prefix']!r} (for "
-            "init_from), not a model that predicts"
-        )
-    model, variables = load_converted(workdir)
-    arch = metadata["arch"]
-    model_name = get_arch(arch).model_name
-    if model_name is None:
-        raise ConfigError(f"{workdir} holds a {arch} backbone: it has no predictions to draw")
-    task = TASKS[model_entry(model_name).task]
-    return task.write_model_image_predictions(
-        model,
-        variables,
-        images,
-        class_names(arch, model.num_classes),
-        directory,
-        preprocessing=preprocessing,
-        score_threshold=score_threshold,
-    )
+def _write_image_predictions(predictor: Predictor, images: ImageFiles, directory: str) -> list[str]:
+    """Writes each image's overlay (and class map) and `predictions.json`; returns the paths.
+
+    One image at a time (`ImageFiles` decodes them as they come), each on the smallest
+    canvas that holds it: one compile per distinct canvas.
+    """
+    paths, records = [], []
+    for index, (name, image) in enumerate(images):
+        (result,) = predictor([image])
+        if predictor.kind == "semantic":
+            written, record = write_semantic_image(
+                directory,
+                index,
+                name,
+                image,
+                result["classes"],
+                predictor.class_names,
+                input_size=result["input_size"],
+            )
+        else:
+            written, record = write_instance_image(
+                directory,
+                index,
+                name,
+                image,
+                result["boxes"],
+                result["classes"],
+                result["scores"],
+                result["masks"],
+                predictor.class_names,
+                input_size=result["input_size"],
+            )
+        paths += written
+        records.append(record)
+    paths.append(write_predictions_json(directory, records, skipped=images.skipped))
+    return paths
