@@ -1,7 +1,7 @@
 """Exports a trained workdir or a converted folder as a self-contained predictor.
 
     python -m jaxseg.export --workdir CONVERTED_DIR --output DIR [--canvas 800x1344] [--batch 4]
-    python -m jaxseg.export --config CONFIG --workdir RUN --output DIR
+    python -m jaxseg.export --config CONFIG --workdir RUN --output DIR [--onnx]
 
 Writes `DIR/predict.jaxexport` (jax.export StableHLO with resize, normalisation, the model
 and post-processing inside), `DIR/variables.npz` and `DIR/jaxseg_export.json`; load it with
@@ -39,6 +39,9 @@ _CANVAS = flags.DEFINE_string(
 _BATCH = flags.DEFINE_integer("batch", 1, "Images per call (a short batch is padded).")
 _SCORE = flags.DEFINE_float("score_threshold", 0.5, "Default score threshold of instances.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an export already in --output.")
+_ONNX = flags.DEFINE_bool(
+    "onnx", False, "Also write predict.onnx (semantic models; needs jax2onnx, docs/deploy.md)."
+)
 _PLATFORMS = flags.DEFINE_list(
     "platforms", None, "Platforms to lower for: cpu, cuda, rocm, tpu (default: this machine's)."
 )
@@ -72,6 +75,7 @@ def main(argv):
             overwrite=_OVERWRITE.value,
             platforms=_PLATFORMS.value,
             fallback_side=int(config.dataset.eval_image_size) if config is not None else None,
+            onnx=_ONNX.value,
         )
         source = predictor.source
         metadata = jaxseg.export.load(path).metadata

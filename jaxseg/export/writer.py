@@ -8,6 +8,8 @@ An export folder `DIR` holds::
     DIR/variables.npz       the model's variables, the function's first argument (NumPy)
     DIR/jaxseg_export.json  task, classes, canvas, batch, thresholds, preprocessing, source
                             checkpoint, jaxseg and jax versions, the variables' order
+    DIR/predict.onnx        with `onnx=True` (semantic models): the same function in ONNX,
+                            the variables inside as initialisers (`jaxseg.export.onnx`)
 
 The variables stay a separate argument rather than constants baked into the StableHLO: XLA
 then compiles a small module (constants of 170 MB, Mask R-CNN R50's, are folded and copied
@@ -21,6 +23,7 @@ half-written folder.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -39,8 +42,10 @@ from jaxseg.export.layout import (
     FORMAT,
     FORMAT_VERSION,
     METADATA_FILE,
+    ONNX_FILE,
     VARIABLES_FILE,
 )
+from jaxseg.export.onnx import OnnxUnsupportedError, write_onnx
 from jaxseg.predict import Predictor
 from jaxseg.serving import canvas_multiple, check_canvas
 
@@ -136,6 +141,7 @@ def export_predictor(
     overwrite: bool = False,
     platforms: Sequence[str] | None = None,
     fallback_side: int | None = None,
+    onnx: bool = False,
 ) -> str:
     """Writes the export of `predictor` into `directory` (layout above); returns its path.
 
@@ -148,10 +154,14 @@ def export_predictor(
       overwrite: replace an export already in `directory`.
       platforms: what to lower for ('cpu', 'cuda', 'rocm', 'tpu'); default this machine's.
       fallback_side: the square canvas side when neither `canvas` nor a resize rule says.
+      onnx: also write `predict.onnx` (the function with the variables inside; its inputs
+        are the artifact's but `variables`), through jax2onnx.
 
     Raises:
       ConfigError: (a ValueError) a bad canvas or batch, an output folder that already
-        holds an export (without `overwrite`) or other files, or one that cannot be written.
+        holds an export (without `overwrite`) or other files, or one that cannot be written;
+        with `onnx`, a model jax2onnx cannot convert (Mask R-CNN: the message names the
+        primitive) or jax2onnx not installed. Nothing is written then.
     """
     directory = os.path.abspath(os.path.expanduser(os.fspath(directory)))
     multiple = canvas_multiple(predictor.kind)
@@ -197,6 +207,7 @@ def export_predictor(
         "inputs": _INPUTS,
         "outputs": _OUTPUTS[predictor.kind],
         "variables": names,
+        "onnx": ONNX_FILE if onnx else None,
     }
     try:
         partial = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.partial-", dir=parent)
@@ -209,6 +220,8 @@ def export_predictor(
         np.savez(os.path.join(partial, VARIABLES_FILE), **dict(zip(names, leaves, strict=True)))
         with open(os.path.join(partial, METADATA_FILE), "w") as f:
             json.dump(metadata, f, indent=2)
+        if onnx:
+            _write_onnx(predictor, specs, os.path.join(partial, ONNX_FILE))
         if os.path.isdir(directory):
             if os.listdir(directory):  # an export, and overwrite: set aside until replaced
                 previous = tempfile.mkdtemp(
@@ -230,6 +243,16 @@ def export_predictor(
     if previous:
         shutil.rmtree(previous, ignore_errors=True)
     return directory
+
+
+def _write_onnx(predictor: Predictor, specs: Sequence[Any], path: str) -> None:
+    """Writes the predictor's function, variables inside, as ONNX (inputs: the artifact's
+    but the variables)."""
+    function = functools.partial(predictor.function, predictor.variables)
+    try:
+        write_onnx(function, specs[1:], path, input_names=list(_INPUTS)[1:])
+    except (ImportError, OnnxUnsupportedError) as e:
+        raise ConfigError(f"--onnx: {e}") from e
 
 
 def _json(value: Any) -> Any:

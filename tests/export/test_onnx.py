@@ -1,5 +1,5 @@
-"""ONNX export (jaxseg.export.onnx): FCN graphs in ONNX Runtime equal XLA's numbers; Mask
-R-CNN gets an error naming the primitive jax2onnx lacks."""
+"""ONNX export (jaxseg.export.onnx, `python -m jaxseg.export --onnx`): FCN graphs in ONNX
+Runtime equal XLA's numbers; Mask R-CNN gets an error naming the primitive jax2onnx lacks."""
 
 import os
 import sys
@@ -9,9 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import onnxruntime
 import pytest
+from tiny_predictors import fcn_predictor, mask_rcnn_predictor
 
+import jaxseg.export
+from jaxseg.config import ConfigError
 from jaxseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from jaxseg.export.layout import ONNX_FILE
 from jaxseg.export.onnx import OnnxUnsupportedError, write_onnx
+from jaxseg.export.writer import export_predictor
 from jaxseg.models import build_model
 from jaxseg.testing import TINY_MASK_RCNN_NAME, tiny_mask_rcnn
 
@@ -103,4 +108,39 @@ def test_without_jax2onnx_the_error_says_how_to_install(tmp_path, monkeypatch):
             tmp_path / "m.onnx",
             input_names=["x"],
         )
+    assert not os.listdir(tmp_path)
+
+
+def _packed_inputs():
+    """Two canvas slots 64 x 96: a full image resized to 48 x 72, and a 40 x 50 one as is."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
+    images[1, 40:] = 0
+    images[1, :, 50:] = 0
+    return {
+        "images": images,
+        "sizes": np.array([[64, 96], [40, 50]], np.int32),
+        "input_sizes": np.array([[48, 72], [40, 50]], np.int32),
+        "score_threshold": np.array(0.5, np.float32),
+    }
+
+
+def test_export_with_onnx_writes_the_predictor_s_function(tmp_path):
+    predictor = fcn_predictor(canvas=(64, 96), batch_size=2)
+    folder = export_predictor(predictor, tmp_path / "export", onnx=True)
+    metadata = jaxseg.export.load(folder).metadata
+    assert metadata["onnx"] == ONNX_FILE
+    session = onnxruntime.InferenceSession(os.path.join(folder, ONNX_FILE))
+    inputs = _packed_inputs()
+    assert [i.name for i in session.get_inputs()] == list(inputs)
+    (got,) = session.run(["classes"], inputs)
+    want = jax.jit(predictor.function)(predictor.variables, *inputs.values())["classes"]
+    assert len(np.unique(want)) > 1  # a class map worth comparing
+    np.testing.assert_array_equal(got, np.asarray(want))
+
+
+def test_export_with_onnx_of_mask_rcnn_is_one_error_and_writes_nothing(tmp_path):
+    predictor = mask_rcnn_predictor(canvas=(64, 64), batch_size=1)
+    with pytest.raises(ConfigError, match=r"--onnx: jax2onnx .* primitive '\w+' .*jax\.export"):
+        export_predictor(predictor, tmp_path / "export", onnx=True)
     assert not os.listdir(tmp_path)
