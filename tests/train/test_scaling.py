@@ -192,7 +192,9 @@ def test_distributed_initialize_follows_config_and_launcher(monkeypatch, setting
     config.update(settings)
     started = distributed.initialize(config)
     assert started == (expected is not None)
-    assert calls == ([] if expected is None else [expected])
+    # JAX's heartbeat: a backstop after jaxseg's watchdog (60 s when the config is silent).
+    heartbeat = {"heartbeat_timeout_seconds": 60 + distributed.HEARTBEAT_MARGIN_S}
+    assert calls == ([] if expected is None else [{**expected, **heartbeat}])
 
 
 def test_unknown_initialize_mode_is_rejected(tiny_config):
