@@ -228,6 +228,8 @@ def shrink_config(path: str, data_dir: str):
     config.optimizer.learning_rate = 0.002
     config.dataset.config = "small"  # the data the test's fixture built
     config.dataset.data_dir = data_dir
+    # One evaluation batch: the runs compare training; the evaluation need only run.
+    config.dataset.eval_split = "validation[:4]"
     config.compilation_cache_dir = ""
     config.eval.num_pictures = 0
     return config
