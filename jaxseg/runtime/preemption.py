@@ -95,6 +95,10 @@ class PreemptionGuard:
 
 
 _agreements = itertools.count()  # every process makes its agreements in the same order
+# How long the processes may take to agree. A lost process is the watchdog's matter
+# (`config.distributed.lost_process_timeout_s`); this bounds only the wait for one that is
+# alive but slow to get there (a host still compiling while another already trains).
+AGREEMENT_TIMEOUT_S = 3600.0
 
 
 class StopAgreement:
@@ -109,13 +113,13 @@ class StopAgreement:
 
     Args:
       guard: this process's installed `PreemptionGuard`.
-      timeout_s: how long to wait for the other processes to agree (a lost process is the
-        lost-process watchdog's matter; see `jaxseg.runtime.distributed`).
+      timeout_s: how long to wait for the other processes to agree (see
+        `AGREEMENT_TIMEOUT_S`).
     """
 
     POLL_MS = 1000  # how often the waiting thread looks up, to end soon after `close()`
 
-    def __init__(self, guard: PreemptionGuard, *, timeout_s: float):
+    def __init__(self, guard: PreemptionGuard, *, timeout_s: float = AGREEMENT_TIMEOUT_S):
         self.guard = guard
         self.timeout_s = timeout_s
         self._coordination = distributed.coordination()

@@ -113,7 +113,8 @@ def train_and_evaluate(
     in `<workdir>`, and `<workdir>/config.json`; `<workdir>/train.lock` is held meanwhile.
     After SIGTERM it saves the current step and returns early (the metrics of the last
     evaluation, if any); after Ctrl-C (SIGINT) it saves the current step and raises
-    KeyboardInterrupt.
+    KeyboardInterrupt. With several processes a signal to any of them does so on all, after
+    one agreed step; a lost process ends the others (`jaxseg.runtime.distributed`).
 
     Args:
       config: the training config.
@@ -226,7 +227,7 @@ def _train(task: Task, config, workdir: str, *, allow_config_change: bool) -> di
     nonfinite = NonFiniteMonitor(config.max_consecutive_nonfinite)
     preemption = PreemptionGuard()
     # With several processes a signal reaches one of them: all stop after the same step.
-    stop = StopAgreement(preemption, timeout_s=float(config.distributed.lost_process_timeout_s))
+    stop = StopAgreement(preemption)
     pictures = int(config.eval.summary_pictures)
     failed = False
     try:
