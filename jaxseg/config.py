@@ -71,6 +71,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.distributed.coordinator_address = ""  # "host:port" of process 0; "" = detect
     config.distributed.num_processes = 0  # 0 = detect
     config.distributed.process_id = -1  # -1 = detect
+    # Seconds a process may go silent before the others call it lost and exit (non-zero,
+    # naming it): restart them all to resume from the last complete checkpoint.
+    config.distributed.lost_process_timeout_s = 60.0
 
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = "jaxseg_shapes"
@@ -189,6 +192,12 @@ def check_config(config: ml_collections.ConfigDict, *, min_image_size: int = 1) 
             _refuse(key, config[key], ">= 1")
     _check_choice(config, "sharding.params", PARAM_SHARDINGS)
     _check_choice(config, "distributed.initialize", INITIALIZE_MODES)
+    if not float(config.distributed.lost_process_timeout_s) > 0:
+        _refuse(
+            "distributed.lost_process_timeout_s",
+            config.distributed.lost_process_timeout_s,
+            "> 0 (seconds)",
+        )
     _check_choice(config, "dtype", DTYPES)
     _check_choice(config, "optimizer.name", OPTIMIZERS)
     _check_choice(config, "optimizer.schedule", SCHEDULES)

@@ -34,7 +34,7 @@ from jaxseg.runtime.checkpointing import Checkpointer, check_compatible
 from jaxseg.runtime.compilation import StepCompileLog, setup_compilation_cache, setup_log_compiles
 from jaxseg.runtime.metrics_writer import MetricWriter
 from jaxseg.runtime.nonfinite import NonFiniteMonitor, finite_mean_metrics
-from jaxseg.runtime.preemption import PreemptionGuard
+from jaxseg.runtime.preemption import PreemptionGuard, StopAgreement
 from jaxseg.runtime.progress import ProgressBar
 from jaxseg.runtime.workdir_lock import WorkdirLock
 from jaxseg.tasks import make_task
@@ -113,7 +113,8 @@ def train_and_evaluate(
     in `<workdir>`, and `<workdir>/config.json`; `<workdir>/train.lock` is held meanwhile.
     After SIGTERM it saves the current step and returns early (the metrics of the last
     evaluation, if any); after Ctrl-C (SIGINT) it saves the current step and raises
-    KeyboardInterrupt.
+    KeyboardInterrupt. With several processes a signal to any of them does so on all, after
+    one agreed step; a lost process ends the others (`jaxseg.runtime.distributed`).
 
     Args:
       config: the training config.
@@ -138,6 +139,10 @@ def train_and_evaluate(
         lock.acquire()
     try:
         return _train(task, config, workdir, allow_config_change=allow_config_change)
+    except BaseException as e:
+        # Unless it finished (an agreed Ctrl-C), the others would wait for it in a collective.
+        distributed.mark_failed(130 if isinstance(e, KeyboardInterrupt) else 1)
+        raise
     finally:
         lock.release()
 
@@ -221,10 +226,13 @@ def _train(task: Task, config, workdir: str, *, allow_config_change: bool) -> di
     log_start_step = step
     nonfinite = NonFiniteMonitor(config.max_consecutive_nonfinite)
     preemption = PreemptionGuard()
+    # With several processes a signal reaches one of them: all stop after the same step.
+    stop = StopAgreement(preemption)
     pictures = int(config.eval.summary_pictures)
     failed = False
     try:
         preemption.install()
+        stop.start(step)
         while step < num_steps:
             batch = sharding.shard_batch(next(train_iter), mesh, task.train_keys)
             state, metrics = train_step(state, batch)
@@ -271,28 +279,32 @@ def _train(task: Task, config, workdir: str, *, allow_config_change: bool) -> di
                 progress.write(
                     f"step {step}: eval {task.best_metric} {eval_metrics[task.best_metric]:.4f}"
                 )
-            if evaluate_now or step % config.checkpoint_every_steps == 0 or preemption.requested:
+            stopping = stop.should_stop(step, last_step=num_steps)
+            if evaluate_now or step % config.checkpoint_every_steps == 0 or stopping:
                 nonfinite.flush()  # a streak that ends at this step stops before the save
                 checkpointer.save(
                     step, state, train_iter, metrics=eval_metrics if evaluate_now else None
                 )
                 progress.write(f"step {step}: checkpoint -> {checkpointer.step_path(step)}")
-            if preemption.requested:
+            if stopping:
                 checkpointer.wait()
                 logging.warning(
                     "%s: saved step %d in %s; exiting (run again to resume)",
-                    preemption.signal_name,
+                    stop.signal_name,
                     step,
                     checkpointer.directory,
                 )
-                progress.write(f"{preemption.signal_name}: saved step {step}, exiting")
+                progress.write(f"{stop.signal_name}: saved step {step}, exiting")
                 break
         nonfinite.flush()
-    except BaseException:
+    except BaseException as e:
         failed = True
+        # Before the clean-up below, which may wait for the others.
+        distributed.mark_failed(130 if isinstance(e, KeyboardInterrupt) else 1)
         raise
     finally:
         preemption.uninstall()
+        stop.close()
         if compiles is not None:
             compiles.close()
         writer.close()
@@ -301,6 +313,7 @@ def _train(task: Task, config, workdir: str, *, allow_config_change: bool) -> di
         except Exception:
             if not failed:  # else the error already on its way says what happened
                 raise
-    if preemption.interrupted:
+    distributed.mark_finished()  # no collective follows: the others may stop watching it
+    if stop.interrupted:
         raise KeyboardInterrupt(f"Ctrl-C: saved step {step} in {checkpointer.directory}")
     return eval_metrics

@@ -51,6 +51,9 @@ RESUMABLE_KEYS = (
     "max_consecutive_nonfinite",
     "compilation_cache_dir",
     "init_from",  # used only when a workdir has no checkpoint
+    # Per process and per start (process 1 reads the file process 0 wrote; a restart gets
+    # another coordinator), and the lost-process timeout: how the job runs, not what it is.
+    "distributed.",
     "dataset.data_dir",
     "dataset.manual_dir",
     # Paths of the data: what they hold is compared through the dataset's source.

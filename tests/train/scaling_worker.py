@@ -41,6 +41,12 @@ def _parse(argv):
     parser.add_argument("--process-id", type=int, default=0)
     parser.add_argument("--coordinator", default="")
     parser.add_argument("--out", required=True)
+    # fcn_loop only:
+    parser.add_argument("--checkpoint-every", type=int, default=0, help="0: --steps")
+    parser.add_argument("--keep", type=int, default=1, help="config.keep_checkpoints")
+    parser.add_argument("--lost-timeout", type=float, default=0, help="0: the config's")
+    parser.add_argument("--fault", default="", help="a fault of fault_injection.py, here")
+    parser.add_argument("--cache-dir", default="", help="config.compilation_cache_dir")
     return parser.parse_args(argv)
 
 
@@ -222,6 +228,8 @@ def shrink_config(path: str, data_dir: str):
     config.optimizer.learning_rate = 0.002
     config.dataset.config = "small"  # the data the test's fixture built
     config.dataset.data_dir = data_dir
+    # One evaluation batch: the runs compare training; the evaluation need only run.
+    config.dataset.eval_split = "validation[:4]"
     config.compilation_cache_dir = ""
     config.eval.num_pictures = 0
     return config
@@ -233,12 +241,14 @@ def train_loop(args):
     import json
 
     import jax
+    from absl import logging
 
     from jaxseg.train import train_and_evaluate
 
     sys.path.insert(0, os.path.dirname(__file__))
     from conftest import make_tiny_config
 
+    logging.set_verbosity(logging.INFO)  # "resumed from ... at step N" is an info line
     config = make_tiny_config(args.data_dir)
     if args.config:
         config = shrink_config(args.config, args.data_dir)
@@ -248,16 +258,39 @@ def train_loop(args):
     config.eval.summary_pictures = 0
     config.log_every_steps = 1
     config.eval_every_steps = args.steps
-    config.checkpoint_every_steps = args.steps
+    config.checkpoint_every_steps = args.checkpoint_every or args.steps
+    config.keep_checkpoints = args.keep
+    config.compilation_cache_dir = args.cache_dir
+    if args.lost_timeout:
+        config.distributed.lost_process_timeout_s = args.lost_timeout
     config.eval.batch_size = 4
     config.log_compiles = True
     if args.num_processes > 1:
         config.distributed.coordinator_address = args.coordinator
         config.distributed.num_processes = args.num_processes
         config.distributed.process_id = args.process_id
+    if args.fault:
+        inject_fault(args.fault)
     metrics = train_and_evaluate(config, args.workdir)
     with open(f"{args.out}.{jax.process_index()}.json", "w") as f:
         json.dump({k: v for k, v in metrics.items() if isinstance(v, float)}, f)
+
+
+def inject_fault(fault: str) -> None:
+    """Patches this process with one fault of `fault_injection.py` ("kill_after_step:3")."""
+    import signal
+
+    import fault_injection
+
+    kind, arg = fault.split(":")
+    signums = {"kill": signal.SIGKILL, "sigterm": signal.SIGTERM, "sigint": signal.SIGINT}
+    if kind.endswith("_after_step"):
+        fault_injection._patch_steps(int(arg), signums[kind.split("_")[0]])
+    elif kind == "kill_in_commit":
+        step, what = arg.split("/")
+        fault_injection._patch_commit(int(step), what)
+    else:
+        raise ValueError(f"unknown fault {fault!r}")
 
 
 # More than any pipe holds (Linux: 64 KiB by default, 1 MiB at most unprivileged).
@@ -324,6 +357,8 @@ def main(argv=None):
 
     from jaxseg.runtime import distributed, sharding
 
+    if args.model == "fcn_loop":  # train_and_evaluate initialises from its config
+        return train_loop(args)
     if args.num_processes > 1:
         distributed.initialize(
             ml_collections.ConfigDict(
@@ -335,8 +370,6 @@ def main(argv=None):
                 )
             )
         )
-    if args.model == "fcn_loop":
-        return train_loop(args)
     if args.model == "chatter":
         return chatter()
     if args.model == "first_use":
