@@ -73,7 +73,8 @@ def test_instance_results_equal_the_per_image_path():
     )
     n = int(detections.valid[0].sum())
     assert n >= 1 and len(result["scores"]) == n
-    np.testing.assert_allclose(result["scores"], detections.scores[0, :n], rtol=1e-5)
+    # One jitted program against the model applied op by op: float32 summation order only.
+    np.testing.assert_allclose(result["scores"], detections.scores[0, :n], rtol=1e-4)
     np.testing.assert_array_equal(result["classes"], detections.classes[0, :n])
     expected_boxes = np.clip(detections.boxes[0, :n], 0, [57, 40, 57, 40])
     np.testing.assert_allclose(result["boxes"], expected_boxes, atol=1e-3)
