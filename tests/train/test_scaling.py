@@ -350,12 +350,7 @@ LOOP_CONFIGS = [
         # 45 s of it compiling: train step 24 s, create_train_state 15 s, eval step 4 s).
         # With one evaluation batch and the 4- and 1-device runs side by side, on a shared
         # 2-core machine (load 4-6) the two-process test took 142 s and the 4-device one
-        # 264 s: too long for CI still; the model-level Mask R-CNN tests above cover the
-        # step on every mesh.
-        marks=pytest.mark.skipif(
-            not os.environ.get("JAXSEG_MASK_RCNN_LOOP_TESTS"),
-            reason="about 7 min on 2 cores: set JAXSEG_MASK_RCNN_LOOP_TESTS=1 to run",
-        ),
+        # 264 s, and they run in CI (slow tests): about 7 minutes of its run.
     ),
 ]
 
