@@ -82,8 +82,9 @@ def run_jax(size: int, batch: int, steps: int) -> dict:
     def without_mask_convs(x):
         def zeros(next_fun, args, kwargs, context):
             if isinstance(context.module, MaskHead) and context.method_name == "__call__":
-                rois = args[0]
-                return jnp.zeros((rois.shape[0], 28, 28, CLASSES + 1), rois.dtype)
+                rois, classes = args[0], (args[1:] or [kwargs.get("classes")])[0]
+                shape = (rois.shape[0], 28, 28) + ((CLASSES + 1,) if classes is None else ())
+                return jnp.zeros(shape, rois.dtype)
             return next_fun(*args, **kwargs)
 
         with nn.intercept_methods(zeros):
@@ -186,7 +187,9 @@ def main() -> None:
             "--steps",
             str(args.steps),
         ]
-        out = subprocess.run(command, check=True, capture_output=True, text=True)
+        out = subprocess.run(command, capture_output=True, text=True)
+        if out.returncode:
+            sys.exit(f"{framework} run failed:\n{out.stderr[-3000:]}")
         results[framework] = json.loads(out.stdout.strip().splitlines()[-1])
     j, t = results["jax"], results["torch"]
     # jaxseg's cumulative programs as stages.
