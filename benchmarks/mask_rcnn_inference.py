@@ -12,9 +12,14 @@ in both (torchvision's `transform.postprocess`, jaxseg's `paste_detection_masks`
 
 jaxseg's stages are cumulative jitted programs: backbone (ResNet-50), + FPN, + RPN
 (proposals after NMS), the whole model (box head, per-class NMS, mask head), the whole
-model with the mask head's convolutions replaced by zeros (so the mask head's share is the
-difference), and the pasting. torchvision's come from forward hooks on the same modules.
-Each framework runs in its own process; medians of `--steps` runs after one warm-up.
+model with the mask head's convolutions, and then also the box head's two layers, giving
+zeros (so their shares are the differences), and the pasting. torchvision's come from
+forward hooks on the same modules. Each framework runs in its own process; medians of
+`--steps` runs after one warm-up.
+
+jaxseg always runs the box head on its fixed 1000 proposals per image; torchvision on the
+proposals its RPN keeps, which with random weights are far fewer (the table prints both
+counts): its box stages are then cheaper than with a trained model.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ def run_jax(size: int, batch: int, steps: int) -> dict:
 
     from jaxseg.detection import paste_detection_masks
     from jaxseg.models import MaskRCNN
+    from jaxseg.models.box_head import TwoMLPHead
     from jaxseg.models.fpn import FPN
     from jaxseg.models.mask_head import MaskHead
     from jaxseg.models.resnet import ResNet
@@ -79,13 +85,18 @@ def run_jax(size: int, batch: int, steps: int) -> dict:
         p, _ = rpn.apply(part("rpn"), f, tuple(x.shape[1:3]), None, train=False)
         return p
 
-    def without_mask_convs(x):
+    def zeroed(x, heads):
+        """The whole model with the `heads` (module classes) giving zeros."""
+
         def zeros(next_fun, args, kwargs, context):
-            if isinstance(context.module, MaskHead) and context.method_name == "__call__":
-                rois, classes = args[0], (args[1:] or [kwargs.get("classes")])[0]
-                shape = (rois.shape[0], 28, 28) + ((CLASSES + 1,) if classes is None else ())
-                return jnp.zeros(shape, rois.dtype)
-            return next_fun(*args, **kwargs)
+            if context.method_name != "__call__" or not isinstance(context.module, heads):
+                return next_fun(*args, **kwargs)
+            rois = args[0]
+            if isinstance(context.module, TwoMLPHead):
+                return jnp.zeros((rois.shape[0], context.module.representation_size), rois.dtype)
+            classes = (args[1:] or [kwargs.get("classes")])[0]
+            shape = (rois.shape[0], 28, 28) + ((CLASSES + 1,) if classes is None else ())
+            return jnp.zeros(shape, rois.dtype)
 
         with nn.intercept_methods(zeros):
             return model.apply(variables, x, train=False)
@@ -97,7 +108,10 @@ def run_jax(size: int, batch: int, steps: int) -> dict:
         "backbone": jax.jit(lambda x: backbone.apply(part("backbone"), x, train=False)),
         "+ fpn": jax.jit(lambda x: features(x)[1]),
         "+ rpn": jax.jit(proposals),
-        "whole, mask convs zeroed": jax.jit(without_mask_convs),
+        "whole, box head and mask convs zeroed": jax.jit(
+            lambda x: zeroed(x, (TwoMLPHead, MaskHead))
+        ),
+        "whole, mask convs zeroed": jax.jit(lambda x: zeroed(x, MaskHead)),
         "whole model": jax.jit(full),
     }
     result = {}
@@ -107,6 +121,7 @@ def run_jax(size: int, batch: int, steps: int) -> dict:
     paste = jax.jit(lambda d: paste_detection_masks(d, (size, size), threshold=0.5))
     result["paste masks"] = _median_time(lambda: jax.block_until_ready(paste(detections)), steps)
     result["detections"] = float(np.asarray(detections.valid).sum(1).mean())
+    result["proposals"] = float(rpn.post_nms_top_n_test)  # a fixed count, all computed
     return result
 
 
@@ -138,6 +153,8 @@ def run_torch(size: int, batch: int, steps: int) -> dict:
     timed(model.backbone.body, "backbone")
     timed(model.backbone.fpn, "fpn")
     timed(model.rpn, "rpn")
+    proposals = []
+    model.rpn.register_forward_hook(lambda m, i, out: proposals.append(len(out[0][0])))
     timed(heads.box_roi_pool, "box RoIAlign")
     timed(heads.box_head, "box head")
     timed(heads.box_predictor, "box predictor")
@@ -160,6 +177,7 @@ def run_torch(size: int, batch: int, steps: int) -> dict:
     result = {name: float(np.median(v[1:])) for name, v in stamps.items()}
     result["whole model"] = whole
     result["detections"] = float(np.mean(counts))
+    result["proposals"] = float(np.mean(proposals))
     result["threads"] = torch.get_num_threads()
     return result
 
@@ -197,7 +215,10 @@ def main() -> None:
         "backbone": j["backbone"],
         "fpn": j["+ fpn"] - j["backbone"],
         "rpn (head, decode, NMS)": j["+ rpn"] - j["+ fpn"],
-        "box head + NMS + mask RoIAlign": j["whole, mask convs zeroed"] - j["+ rpn"],
+        "box RoIAlign + NMS + mask RoIAlign": j["whole, box head and mask convs zeroed"]
+        - j["+ rpn"],
+        "box head (fc6, fc7)": j["whole, mask convs zeroed"]
+        - j["whole, box head and mask convs zeroed"],
         "mask head convs": j["whole model"] - j["whole, mask convs zeroed"],
         "paste masks": j["paste masks"],
     }
@@ -205,9 +226,11 @@ def main() -> None:
         "backbone": t["backbone"],
         "fpn": t["fpn"],
         "rpn (head, decode, NMS)": t["rpn"],
-        "box head + NMS + mask RoIAlign": t["roi heads (all)"]
+        "box RoIAlign + NMS + mask RoIAlign": t["roi heads (all)"]
         - t["mask head convs"]
-        - t["mask predictor"],
+        - t["mask predictor"]
+        - t["box head"],
+        "box head (fc6, fc7)": t["box head"],
         "mask head convs": t["mask head convs"] + t["mask predictor"],
         "paste masks": t["paste masks"],
     }
@@ -224,6 +247,7 @@ def main() -> None:
     whole_t = t["whole model"]
     print(f"{'whole (model + paste)':34s}{whole_j:10.3f}{whole_t:13.3f}{whole_j / whole_t:8.2f}")
     print(f"{'detections per image':34s}{j['detections']:10.1f}{t['detections']:13.1f}")
+    print(f"{'proposals per image':34s}{j['proposals']:10.1f}{t['proposals']:13.1f}")
     print(
         "torchvision's box stage: RoIAlign "
         f"{t['box RoIAlign']:.3f}, box head {t['box head']:.3f}, predictor "
