@@ -11,11 +11,11 @@ min_size = max_size = size, so both see the same pixels; masks are pasted into t
 in both (torchvision's `transform.postprocess`, jaxseg's `paste_detection_masks`, jitted).
 
 jaxseg's stages are cumulative jitted programs: backbone (ResNet-50), + FPN, + RPN
-(proposals after NMS), the whole model (box head, per-class NMS, mask head), the whole
-model with the mask head's convolutions, and then also the box head's two layers, giving
-zeros (so their shares are the differences), and the pasting. torchvision's come from
-forward hooks on the same modules. Each framework runs in its own process; medians of
-`--steps` runs after one warm-up.
+(proposals after NMS) and the whole model; the box head (fc6, fc7, predictor) on the P
+proposals and the mask head on the D detections are timed alone (with the model's weights),
+the rest of the RoI heads (RoIAligns, box decoding, per-class NMS) is what remains; then the
+pasting. torchvision's come from forward hooks on the same modules. Each framework runs in
+its own process; medians of `--steps` runs after one warm-up.
 
 jaxseg always runs the box head on its fixed 1000 proposals per image; torchvision on the
 proposals its RPN keeps, which with random weights are far fewer (the table prints both
@@ -51,13 +51,12 @@ def _median_time(fn, steps: int) -> float:
 
 
 def run_jax(size: int, batch: int, steps: int) -> dict:
-    import flax.linen as nn
     import jax
     import jax.numpy as jnp
 
     from jaxseg.detection import paste_detection_masks
     from jaxseg.models import MaskRCNN
-    from jaxseg.models.box_head import TwoMLPHead
+    from jaxseg.models.box_head import FastRCNNPredictor, TwoMLPHead
     from jaxseg.models.fpn import FPN
     from jaxseg.models.mask_head import MaskHead
     from jaxseg.models.resnet import ResNet
@@ -85,22 +84,6 @@ def run_jax(size: int, batch: int, steps: int) -> dict:
         p, _ = rpn.apply(part("rpn"), f, tuple(x.shape[1:3]), None, train=False)
         return p
 
-    def zeroed(x, heads):
-        """The whole model with the `heads` (module classes) giving zeros."""
-
-        def zeros(next_fun, args, kwargs, context):
-            if context.method_name != "__call__" or not isinstance(context.module, heads):
-                return next_fun(*args, **kwargs)
-            rois = args[0]
-            if isinstance(context.module, TwoMLPHead):
-                return jnp.zeros((rois.shape[0], context.module.representation_size), rois.dtype)
-            classes = (args[1:] or [kwargs.get("classes")])[0]
-            shape = (rois.shape[0], 28, 28) + ((CLASSES + 1,) if classes is None else ())
-            return jnp.zeros(shape, rois.dtype)
-
-        with nn.intercept_methods(zeros):
-            return model.apply(variables, x, train=False)
-
     def full(x):
         return model.apply(variables, x, train=False)
 
@@ -108,21 +91,50 @@ def run_jax(size: int, batch: int, steps: int) -> dict:
         "backbone": jax.jit(lambda x: backbone.apply(part("backbone"), x, train=False)),
         "+ fpn": jax.jit(lambda x: features(x)[1]),
         "+ rpn": jax.jit(proposals),
-        "whole, box head and mask convs zeroed": jax.jit(
-            lambda x: zeroed(x, (TwoMLPHead, MaskHead))
-        ),
-        "whole, mask convs zeroed": jax.jit(lambda x: zeroed(x, MaskHead)),
         "whole model": jax.jit(full),
+    }
+    # The heads alone, on the RoI counts the whole model runs them on (P proposals, D
+    # detections), with the model's own weights.
+    heads = variables["params"]["roi_heads"]
+    box_head = TwoMLPHead()
+    box_predictor = FastRCNNPredictor(num_classes=CLASSES + 1)
+    mask_head = MaskHead(num_classes=CLASSES + 1)
+    rng = np.random.default_rng(1)
+    rois = jnp.asarray(rng.normal(size=(batch * rpn.post_nms_top_n_test, 7, 7, 256)), jnp.float32)
+    detections_count = batch * model_heads_detections(model)
+    mask_rois = jnp.asarray(rng.normal(size=(detections_count, 14, 14, 256)), jnp.float32)
+    mask_classes = jnp.asarray(rng.integers(1, CLASSES + 1, detections_count), jnp.int32)
+    parts = {
+        "box head": jax.jit(
+            lambda r: box_predictor.apply(
+                {"params": heads["box_predictor"]},
+                box_head.apply({"params": heads["box_head"]}, r),
+            )
+        ),
+        "mask head": jax.jit(lambda r, c: mask_head.apply({"params": heads["mask_head"]}, r, c)),
     }
     result = {}
     for name, program in programs.items():
         result[name] = _median_time(lambda p=program: jax.block_until_ready(p(images)), steps)
+    box = parts["box head"]
+    result["box head"] = _median_time(lambda: jax.block_until_ready(box(rois)), steps)
+    masks = parts["mask head"]
+    result["mask head"] = _median_time(
+        lambda: jax.block_until_ready(masks(mask_rois, mask_classes)), steps
+    )
     detections = jax.jit(full)(images)
     paste = jax.jit(lambda d: paste_detection_masks(d, (size, size), threshold=0.5))
     result["paste masks"] = _median_time(lambda: jax.block_until_ready(paste(detections)), steps)
     result["detections"] = float(np.asarray(detections.valid).sum(1).mean())
     result["proposals"] = float(rpn.post_nms_top_n_test)  # a fixed count, all computed
     return result
+
+
+def model_heads_detections(model) -> int:
+    """D, the detections per image of a `MaskRCNN` (its RoI heads' setting or default)."""
+    from jaxseg.models.roi_heads import RoIHeads
+
+    return int(dict(model.roi_heads).get("detections_per_image", RoIHeads.detections_per_image))
 
 
 def run_torch(size: int, batch: int, steps: int) -> dict:
@@ -215,23 +227,25 @@ def main() -> None:
         "backbone": j["backbone"],
         "fpn": j["+ fpn"] - j["backbone"],
         "rpn (head, decode, NMS)": j["+ rpn"] - j["+ fpn"],
-        "box RoIAlign + NMS + mask RoIAlign": j["whole, box head and mask convs zeroed"]
-        - j["+ rpn"],
-        "box head (fc6, fc7)": j["whole, mask convs zeroed"]
-        - j["whole, box head and mask convs zeroed"],
-        "mask head convs": j["whole model"] - j["whole, mask convs zeroed"],
+        "box head (fc6, fc7, predictor)": j["box head"],
+        "mask head (convs, predictor)": j["mask head"],
+        "RoIAligns, box decoding, NMS": j["whole model"]
+        - j["+ rpn"]
+        - j["box head"]
+        - j["mask head"],
         "paste masks": j["paste masks"],
     }
     torch_stages = {
         "backbone": t["backbone"],
         "fpn": t["fpn"],
         "rpn (head, decode, NMS)": t["rpn"],
-        "box RoIAlign + NMS + mask RoIAlign": t["roi heads (all)"]
+        "box head (fc6, fc7, predictor)": t["box head"] + t["box predictor"],
+        "mask head (convs, predictor)": t["mask head convs"] + t["mask predictor"],
+        "RoIAligns, box decoding, NMS": t["roi heads (all)"]
         - t["mask head convs"]
         - t["mask predictor"]
-        - t["box head"],
-        "box head (fc6, fc7)": t["box head"],
-        "mask head convs": t["mask head convs"] + t["mask predictor"],
+        - t["box head"]
+        - t["box predictor"],
         "paste masks": t["paste masks"],
     }
     print(
