@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import difflib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -277,56 +277,3 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def format_metrics(self, metrics: dict[str, Any]) -> str:
         """Returns `metrics` as a human-readable table."""
-
-    def write_image_predictions(
-        self,
-        variables: dict[str, Any],
-        images: Sequence[tuple[str, np.ndarray]],
-        directory: str,
-        *,
-        preprocessing: Mapping[str, Any] | None = None,
-    ) -> list[str]:
-        """Writes predictions on arbitrary images (`eval.py --images`); returns the paths.
-
-        Args:
-          variables: the model's variables.
-          images: `(name, uint8 [H, W, 3] RGB)` pairs, any sizes.
-          directory: where to write an overlay PNG per image and `predictions.json`.
-          preprocessing: the resize rule of converted torchvision weights
-            (`jaxseg.convert.preprocessing`), or None to predict at each image's size.
-
-        The task's `write_model_image_predictions` with its own model, `label_names` and
-        `min_image_size`.
-        """
-        return self.write_model_image_predictions(
-            self.model,
-            variables,
-            images,
-            self.label_names,
-            directory,
-            preprocessing=preprocessing,
-            min_size=self.min_image_size,
-        )
-
-    @staticmethod
-    def write_model_image_predictions(
-        model: Any,
-        variables: dict[str, Any],
-        images: Sequence[tuple[str, np.ndarray]],
-        label_names: Sequence[str],
-        directory: str,
-        *,
-        preprocessing: Mapping[str, Any] | None = None,
-        min_size: int = 1,
-        score_threshold: float = 0.5,
-    ) -> list[str]:
-        """`write_image_predictions` for any model of the task's kind, a converted one too.
-
-        `jaxseg.evaluation.images` has the per-image loops (`semantic_image_predictions`,
-        `instance_image_predictions`) that an implementation calls; `score_threshold` is
-        for the tasks whose predictions have scores.
-        """
-        raise NotImplementedError(
-            "this task does not predict on image files yet: implement "
-            "Task.write_model_image_predictions (see jaxseg.evaluation.images)"
-        )

@@ -22,7 +22,6 @@ from jaxseg.evaluation.coco import (
     detections_to_coco,
     paste_masks_original,
 )
-from jaxseg.evaluation.images import instance_image_predictions
 from jaxseg.evaluation.instance_pictures import instance_panel
 from jaxseg.models import mask_rcnn_trainable_mask
 from jaxseg.tasks.base import ModelEntry, Task
@@ -259,31 +258,6 @@ class InstanceSegmentationTask(Task):
             panel.save(path)
             paths.append(path)
         return paths
-
-    @staticmethod
-    def write_model_image_predictions(
-        model,
-        variables,
-        images,
-        label_names,
-        directory,
-        *,
-        preprocessing=None,
-        min_size=1,
-        score_threshold=0.5,
-    ):
-        """Writes detections (masks, boxes, names, scores) per image and `predictions.json`;
-        `label_names` starts with the background's."""
-        return instance_image_predictions(
-            lambda v, x: model.apply(v, x, train=False),
-            variables,
-            images,
-            label_names,
-            directory,
-            preprocessing=preprocessing,
-            min_size=min_size,
-            score_threshold=score_threshold,
-        )
 
     def format_metrics(self, metrics):
         lines = [f"{'':<5}" + "".join(f"{name:>8}" for name in METRIC_NAMES)]

@@ -10,7 +10,6 @@ import ml_collections
 import numpy as np
 
 from jaxseg import data
-from jaxseg.evaluation.images import semantic_image_predictions
 from jaxseg.evaluation.segmentation import confusion_matrix, segmentation_metrics
 from jaxseg.evaluation.visualize import segmentation_panel
 from jaxseg.models import MIN_SIZE, softmax_cross_entropy
@@ -142,36 +141,6 @@ class SemanticSegmentationTask(Task):
             panel.save(path)
             paths.append(path)
         return paths
-
-    @staticmethod
-    def write_model_image_predictions(
-        model,
-        variables,
-        images,
-        label_names,
-        directory,
-        *,
-        preprocessing=None,
-        min_size=1,
-        score_threshold=0.5,
-    ):
-        """Writes class overlays with a legend, class-id PNGs and `predictions.json` (a class
-        map has no scores: `score_threshold` is not used)."""
-
-        def predict(v, x):
-            outputs = model.apply(v, x, train=False)
-            logits = outputs["out"] if isinstance(outputs, dict) else outputs
-            return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-
-        return semantic_image_predictions(
-            predict,
-            variables,
-            images,
-            label_names,
-            directory,
-            preprocessing=preprocessing,
-            min_size=min_size,
-        )
 
     def format_metrics(self, metrics):
         rows = [
