@@ -10,9 +10,10 @@ slow: measured on 2 CPU cores for 256 RoIs of 256 channels, one 3x3 conv forward
 took 7.2 s as `lax.conv` and 2.3 s as nine shifted matmuls, the 2x2 stride-2 transposed conv
 28.6 s as `nn.ConvTranspose` and 0.75 s as one matmul. Its forward pass, though, is about
 twice as fast as `lax.conv` (100 RoIs: 0.13-0.22 s against 0.25-0.46 s for the nine matmuls,
-under load 4-5), so the 3x3 conv runs forward as `lax.conv` and differentiates as the nine
-matmuls (`conv3x3`, a custom VJP), and the transposed conv is one matmul (the parameters are
-shaped like `nn.Conv` / `nn.ConvTranspose`'s either way).
+under load 4-5), so on CPU the 3x3 conv runs forward as `lax.conv` and differentiates as the
+nine matmuls (`conv3x3`, a custom VJP; plain `lax.conv` on GPU and TPU), and the transposed
+conv is one matmul (the parameters are shaped like `nn.Conv` / `nn.ConvTranspose`'s either
+way).
 
 The last 1x1 conv gives each RoI the logits of every class, of which Mask R-CNN uses one (the
 predicted class at inference, the ground-truth class in training); given `classes`, the
@@ -61,17 +62,30 @@ def _shifted_matmuls(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return out
 
 
-@jax.custom_vjp
 def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Returns the 'same' 3x3 convolution [R, H, W, O] of x [R, H, W, C] by kernel
-    [3, 3, C, O]: `lax.conv` forward, the gradients of `_shifted_matmuls` backward."""
+    """Returns the 'same' 3x3 convolution [R, H, W, O] of x [R, H, W, C] by kernel [3, 3, C, O].
+
+    On CPU, `lax.conv` forward and the gradients of `_shifted_matmuls` backward; on GPU and
+    TPU, `lax.conv` both ways: there the nine shifted copies and their gradients would cost
+    HBM traffic that the convolution's own gradient does not (the platform is decided at
+    lowering time, as in `jaxseg.ops.nms`).
+    """
+    return jax.lax.platform_dependent(x, kernel, cpu=_conv3x3_cpu, default=_lax_conv3x3)
+
+
+def _lax_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return jax.lax.conv_general_dilated(
         x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
 
 
+@jax.custom_vjp
+def _conv3x3_cpu(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return _lax_conv3x3(x, kernel)
+
+
 def _conv3x3_forward(x, kernel):
-    return conv3x3(x, kernel), (x, kernel)
+    return _lax_conv3x3(x, kernel), (x, kernel)
 
 
 def _conv3x3_backward(residuals, cotangent):
@@ -81,7 +95,7 @@ def _conv3x3_backward(residuals, cotangent):
     return vjp(cotangent)
 
 
-conv3x3.defvjp(_conv3x3_forward, _conv3x3_backward)
+_conv3x3_cpu.defvjp(_conv3x3_forward, _conv3x3_backward)
 
 
 class ConvTranspose2x2(nn.Module, kw_only=True):

@@ -59,3 +59,20 @@ def test_conv3x3_gradients_equal_lax_conv_s():
     want = jax.grad(lambda x, k: jnp.sum(reference(x, k) * weights), argnums=(0, 1))(x, kernel)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_conv3x3_differentiates_by_shifted_matmuls_on_cpu_only():
+    # Lowered for another platform (no device needed), the gradient is lax.conv's own: the
+    # nine shifted matmuls (dot_general) would cost HBM traffic on GPU / TPU.
+    x = jax.ShapeDtypeStruct((2, 5, 5, 4), jnp.float32)
+    kernel = jax.ShapeDtypeStruct((3, 3, 4, 6), jnp.float32)
+
+    def grads(x, kernel):
+        return jax.grad(lambda x, k: jnp.sum(conv3x3(x, k)), argnums=(0, 1))(x, kernel)
+
+    def lowered(platform):
+        return jax.export.export(jax.jit(grads), platforms=[platform])(x, kernel).mlir_module()
+
+    assert "dot_general" in lowered("cpu")
+    assert "dot_general" not in lowered("cuda")
+    assert "convolution" in lowered("cuda")
