@@ -81,6 +81,10 @@ def test_analytic_flops_of_one_conv_and_one_dense_layer_are_exact():
     assert count.conv == 2 * (2 * 16 * 16 * 8) * (3 * 3 * 4)
     assert count.dot == 2 * 2 * (16 * 16 * 8) * 5
     assert count.total == count.conv + count.dot
+    # Each layer's input, weights and output once, float32: conv 2x16x16x4 in, 3x3x4x8
+    # kernel, 2x16x16x8 out; dense 2x2048 in, 2048x5 kernel, 2x5 out.
+    conv_bytes = 4 * (2 * 16 * 16 * 4 + 3 * 3 * 4 * 8 + 2 * 16 * 16 * 8)
+    assert count.layer_bytes == conv_bytes + 4 * (2 * 2048 + 2048 * 5 + 2 * 5)
     # Compiled, XLA skips the taps that fall on the conv's zero padding (8% here) and adds
     # the bias adds: within 15% of the analytic count.
     compiled = jax.jit(Net().apply).lower(variables, x).compile()
@@ -134,6 +138,7 @@ def test_analytic_flops_count_scan_bodies_per_step_and_while_bodies_once():
     x = jnp.zeros((4, 16))
     one = 2 * 4 * 16 * 16
     assert analytic.count_flops(scanned, x).dot == 7 * one
+    assert analytic.count_flops(scanned, x).layer_bytes == 7 * 4 * (4 * 16 + 16 * 16 + 4 * 16)
     loop = analytic.count_flops(looped, x)
     assert (loop.dot, loop.while_loops) == (one, 1)
 

@@ -1,12 +1,19 @@
 """An analytic FLOP count: the convolutions and matrix products of a function's jaxpr.
 
-    count = count_flops(fn, *abstract_args)   # FlopCount(total, conv, dot, loops_counted_once)
+    count = count_flops(fn, *abstract_args)   # FlopCount: conv, dot, while_loops, layer_bytes
 
 The count walks the jaxpr JAX traces for `fn` (no compile, nothing executed) and adds
 2 x multiply-adds for every `conv_general_dilated` and `dot_general`, from their operand
 and output shapes: the conv and dense layers at the shapes the program really runs them
 (after vmap, at the configured batch, RoI and proposal counts). Elementwise work, gathers
 and reductions are left out: they are memory traffic, not matrix-unit FLOPs.
+
+The same walk gives `layer_bytes`: the bytes each of those layers reads and writes if it
+reads its input and weights once and writes its output once, in their own dtypes. Summed,
+that is the HBM traffic of the layers run one after the other with every activation making
+one round trip to memory and nothing else (elementwise work fused into the layers): a
+floor for a program of unfused layers, against which a compiled program's bytes show what
+its other operations cost.
 
 Why the jaxpr and not flax's `tabulate`: the jaxpr also holds the layers the model calls
 outside its Flax modules (the FCN's interpolation matmuls, the patch convolution of
@@ -38,11 +45,13 @@ class FlopCount:
       conv: of its `conv_general_dilated`s.
       dot: of its `dot_general`s.
       while_loops: how many while loops were met (their bodies counted once).
+      layer_bytes: operand and output bytes of those convs and dots (see the module doc).
     """
 
     conv: int
     dot: int
     while_loops: int
+    layer_bytes: int = 0
 
     @property
     def total(self) -> int:
@@ -84,22 +93,28 @@ def _subjaxprs(value: Any):
             yield from _subjaxprs(v)
 
 
-def _walk(jaxpr) -> tuple[int, int, int]:
-    conv = dot = loops = 0
+def _bytes(avals) -> int:
+    return sum(math.prod(a.shape) * a.dtype.itemsize for a in avals)
+
+
+def _walk(jaxpr) -> tuple[int, int, int, int]:
+    """Returns (conv FLOPs, dot FLOPs, while loops, layer bytes) of a jaxpr."""
+    conv = dot = loops = layer_bytes = 0
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
-        if name == "conv_general_dilated":
+        if name in ("conv_general_dilated", "dot_general"):
             lhs, rhs = (v.aval.shape for v in eqn.invars[:2])
-            conv += conv_flops(lhs, rhs, eqn.outvars[0].aval.shape, eqn.params)
-            continue
-        if name == "dot_general":
-            lhs, rhs = (v.aval.shape for v in eqn.invars[:2])
-            dot += dot_flops(lhs, rhs, eqn.params)
+            if name == "conv_general_dilated":
+                conv += conv_flops(lhs, rhs, eqn.outvars[0].aval.shape, eqn.params)
+            else:
+                dot += dot_flops(lhs, rhs, eqn.params)
+            layer_bytes += _bytes(v.aval for v in (*eqn.invars[:2], *eqn.outvars))
             continue
         if name == "cond":
             costs = [_walk(j) for j in _subjaxprs(eqn.params["branches"])]
-            best = max(costs, key=lambda c: c[0] + c[1], default=(0, 0, 0))
+            best = max(costs, key=lambda c: c[0] + c[1], default=(0, 0, 0, 0))
             conv, dot, loops = conv + best[0], dot + best[1], loops + best[2]
+            layer_bytes += best[3]
             continue
         times = int(eqn.params.get("length", 1)) if name == "scan" else 1
         if name == "while":
@@ -108,13 +123,14 @@ def _walk(jaxpr) -> tuple[int, int, int]:
             if name == "while" and key == "cond_jaxpr":
                 continue  # a loop condition holds no layer
             for sub in _subjaxprs(value):
-                c, d, w = _walk(sub)
+                c, d, w, b = _walk(sub)
                 conv, dot, loops = conv + times * c, dot + times * d, loops + w
-    return conv, dot, loops
+                layer_bytes += times * b
+    return conv, dot, loops, layer_bytes
 
 
 def count_flops(fn: Callable[..., Any], *args: Any) -> FlopCount:
     """Returns the analytic FLOPs of `fn(*args)`; `args` may be `jax.ShapeDtypeStruct`s."""
     closed = jax.make_jaxpr(fn)(*args)
-    conv, dot, loops = _walk(closed.jaxpr)
-    return FlopCount(conv=conv, dot=dot, while_loops=loops)
+    conv, dot, loops, layer_bytes = _walk(closed.jaxpr)
+    return FlopCount(conv=conv, dot=dot, while_loops=loops, layer_bytes=layer_bytes)

@@ -215,6 +215,7 @@ def _analyse(
     analytic_per_image = forward_per_image * multiplier
     flops_per_image = cost["flops"] / images_per_chip
     bytes_per_image = cost["bytes_accessed"] / images_per_chip
+    layer_bytes_per_image = counted.layer_bytes / global_batch * multiplier
 
     text = compiled.as_text()
     if hlo_dir:
@@ -244,6 +245,10 @@ def _analyse(
             "compiled_over_analytic": (
                 flops_per_image / analytic_per_image if analytic_per_image else None
             ),
+            "analytic_layer_bytes": layer_bytes_per_image,
+            "bytes_over_layer_bytes": (
+                bytes_per_image / layer_bytes_per_image if layer_bytes_per_image else None
+            ),
         },
         "analytic": {
             "method": (
@@ -256,6 +261,11 @@ def _analyse(
             "dot_flops_per_image": counted.dot / global_batch * multiplier,
             "multiplier": multiplier,
             "while_loops_in_forward": counted.while_loops,
+            "layer_bytes_method": (
+                "input, weight and output bytes of each of those convs and dots, read and "
+                f"written once, x{multiplier}: the traffic of the layers run one by one with "
+                "every activation making one round trip to memory"
+            ),
         },
         "roofline": _roofline(cost["flops"], cost["bytes_accessed"], images_per_chip, target),
         "while_loops": [

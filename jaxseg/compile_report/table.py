@@ -30,6 +30,17 @@ def _rows(rows: list[tuple[str, str]]) -> list[str]:
     return [f"  {k:<{width}}  {v}" for k, v in rows]
 
 
+def _hbm_bytes(per_image: dict[str, Any], multiplier: int) -> str:
+    text = _si(per_image["hbm_bytes"], "B") + " compiled"
+    ratio = per_image.get("bytes_over_layer_bytes")
+    if ratio is None:
+        return text
+    return (
+        f"{text}, {_si(per_image['analytic_layer_bytes'], 'B')} layers' own traffic "
+        f"(x{multiplier}), ratio {ratio:.2f}"
+    )
+
+
 def _step(step: dict[str, Any]) -> list[str]:
     memory, per_image, roof = step["memory_per_chip"], step["per_image"], step["roofline"]
     rows = [
@@ -62,7 +73,7 @@ def _step(step: dict[str, Any]) -> list[str]:
             f"(x{step['analytic']['multiplier']}), ratio "
             + (f"{ratio:.2f}" if ratio is not None else "n/a"),
         ),
-        ("per image: HBM bytes", _si(per_image["hbm_bytes"], "B")),
+        ("per image: HBM bytes", _hbm_bytes(per_image, step["analytic"]["multiplier"])),
     ]
     if roof.get("available"):
         rows += [
