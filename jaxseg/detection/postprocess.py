@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
 from jaxseg import ops
@@ -60,23 +59,22 @@ def select_proposals(
             f"level_sizes {list(level_sizes)} and anchors {anchors.shape} must cover the "
             f"{objectness.shape[0]} anchors"
         )
-    picked, levels = [], []
+    picked, counts = [], []
     start = 0
-    for level, size in enumerate(level_sizes):
+    for size in level_sizes:
         k = min(pre_nms_top_n, size)
         _, top = jax.lax.top_k(objectness[start : start + size], k)
         picked.append(top + start)
-        levels.append(np.full((k,), level, np.int32))
+        counts.append(k)
         start += size
-    picked = jnp.concatenate(picked)  # [C] candidates
-    levels = jnp.asarray(np.concatenate(levels))
+    picked = jnp.concatenate(picked)  # [C] candidates, level by level
     boxes = ops.clip_boxes(ops.decode_boxes(deltas[picked], anchors[picked]), image_size)
     scores = jax.nn.sigmoid(objectness[picked])
     keep = ops.small_boxes_mask(boxes, min_size) & (scores >= score_threshold)
-    index, valid = ops.batched_nms(
+    index, valid = ops.segmented_nms(
         boxes,
         scores,
-        levels,
+        counts,
         iou_threshold=nms_threshold,
         max_output_size=post_nms_top_n,
         valid=keep,

@@ -22,7 +22,7 @@ from jaxseg.ops.masks import (
     paste_masks_in_image,
     roi_mask_targets,
 )
-from jaxseg.ops.nms import NMS_METHODS, batched_nms, nms
+from jaxseg.ops.nms import NMS_METHODS, batched_nms, nms, segmented_nms
 from jaxseg.ops.roi_align import (
     DEFAULT_MAX_SAMPLING_RATIO,
     adaptive_sampling_grid,
@@ -59,6 +59,7 @@ __all__ = [
     "roi_align",
     "roi_mask_targets",
     "roi_pool",
+    "segmented_nms",
     "small_boxes_mask",
     "tiled_batched_nms",
     "tiled_nms",

@@ -21,10 +21,16 @@ Two algorithms give that same result, chosen by `method`:
   max_output_size 1000; near 2x fewer outputs than boxes the two are within noise).
   The platform is decided at lowering time by `jax.lax.platform_dependent`, so that a
   program compiled for a TPU on a CPU-only host gets the tiled one.
+
+`segmented_nms` is `batched_nms` for groups that are static contiguous segments (the RPN's
+levels): tiled, the segments run side by side, so its sequential depth is one segment's.
 """
+
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from jaxseg.ops.suppression import (
@@ -252,3 +258,92 @@ def batched_nms(
     if not _greedy_is_faster_on_cpu(boxes.shape[0], max_output_size):
         return tiled(boxes, scores, classes, valid)
     return jax.lax.platform_dependent(boxes, scores, classes, valid, cpu=greedy, default=tiled)
+
+
+def segmented_nms(
+    boxes: ArrayLike,
+    scores: ArrayLike,
+    segment_sizes: Sequence[int],
+    *,
+    iou_threshold: float,
+    max_output_size: int,
+    valid: ArrayLike | None = None,
+    method: str = "auto",
+) -> tuple[jax.Array, jax.Array]:
+    """Returns (indices, valid) as `batched_nms` with each contiguous segment a class.
+
+    Args:
+      boxes: [N, 4] xyxy; scores: [N]; valid: optional [N] bool, as in `nms`.
+      segment_sizes: static lengths of the segments, summing to N (the RPN's levels).
+      method: 'auto', 'greedy' or 'tiled', as in `nms`.
+
+    The same result as `batched_nms(boxes, scores, segment ids, ...)`. With 'tiled' (and
+    'auto' on GPU / TPU) the segments run side by side, one tiled NMS each, padded to the
+    longest, and their kept boxes are merged by score: the sequential depth is that of one
+    segment (RPN training at 1024 px: 2000 boxes per level instead of 8768 in one loop,
+    4 outer steps instead of 18). 'greedy', and 'auto' on CPU, are `batched_nms`'s.
+    """
+    boxes, scores = jnp.asarray(boxes), jnp.asarray(scores)
+    valid = jnp.ones(scores.shape, bool) if valid is None else jnp.asarray(valid, bool)
+    check_nms_inputs(boxes, scores, valid, iou_threshold, max_output_size)
+    check_nms_method(method)
+    sizes = [int(n) for n in segment_sizes]
+    if sum(sizes) != boxes.shape[0] or any(n < 1 for n in sizes):
+        raise ValueError(
+            f"segment_sizes must be positive and sum to the {boxes.shape[0]} boxes, got {sizes}"
+        )
+    segments = jnp.asarray(np.repeat(np.arange(len(sizes), dtype=np.int32), sizes))
+
+    def batched(b, s, v):
+        return batched_nms(
+            b,
+            s,
+            segments,
+            iou_threshold=iou_threshold,
+            max_output_size=max_output_size,
+            valid=v,
+            method=method,
+        )
+
+    def side_by_side(b, s, v):
+        return _segments_side_by_side(b, s, v, sizes, iou_threshold, max_output_size)
+
+    if method == "greedy" or len(sizes) == 1:
+        return batched(boxes, scores, valid)
+    if method == "tiled":
+        return side_by_side(boxes, scores, valid)
+    return jax.lax.platform_dependent(boxes, scores, valid, cpu=batched, default=side_by_side)
+
+
+def _segments_side_by_side(boxes, scores, valid, sizes, iou_threshold, max_output_size):
+    """Tiled NMS of each segment (vmapped over the segments, padded), merged by score."""
+    longest = max(sizes)
+    starts = np.cumsum([0, *sizes[:-1]])
+
+    def padded(x, fill):  # [N, ...] -> [S, longest, ...]
+        return jnp.stack(
+            [
+                jnp.pad(
+                    x[a : a + n], [(0, longest - n)] + [(0, 0)] * (x.ndim - 1), constant_values=fill
+                )
+                for a, n in zip(starts, sizes, strict=True)
+            ]
+        )
+
+    seg_boxes, seg_scores = padded(boxes, 0), padded(scores, 0)
+    seg_valid = padded(valid, False)  # [S, longest]: padding is never kept
+
+    def one(b, s, v):
+        return tiled_nms(
+            b, s, iou_threshold=iou_threshold, max_output_size=max_output_size, valid=v
+        )
+
+    index, kept = jax.vmap(one)(seg_boxes, seg_scores, seg_valid)  # [S, M] each
+    # Each segment's kept boxes are in descending score order, ties by position, and the
+    # segments lie in order, so sorting the flat list (ties by flat position) gives
+    # batched_nms's global order.
+    position = (index + jnp.asarray(starts, jnp.int32)[:, None]).reshape(-1)
+    kept = kept.reshape(-1)
+    order = descending_order(scores[position], kept)[:max_output_size]
+    out_valid = kept[order]
+    return jnp.where(out_valid, position[order], 0).astype(jnp.int32), out_valid

@@ -206,3 +206,43 @@ def test_bad_tile_size(tile_size):
         ops.tiled_nms(
             np.zeros((2, 4)), np.zeros(2), iou_threshold=0.5, max_output_size=2, tile_size=tile_size
         )
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_segmented_nms_equals_batched_nms_with_the_segments_as_classes(seed):
+    # The RPN's per-level NMS: tiled, the segments run side by side and are merged by score;
+    # the output (kept indices, order and padding) must be batched_nms's exactly.
+    boxes, scores, valid, threshold, _, max_output = _random_case(200 + seed)
+    rng = np.random.default_rng(seed)
+    cuts = np.sort(rng.choice(np.arange(1, len(boxes)), size=min(4, len(boxes) - 1), replace=False))
+    sizes = np.diff([0, *cuts, len(boxes)]).tolist()
+    segments = np.repeat(np.arange(len(sizes)), sizes)
+    want = ops.batched_nms(
+        boxes,
+        scores,
+        segments,
+        iou_threshold=threshold,
+        max_output_size=max_output,
+        valid=valid,
+        method="greedy",
+    )
+    for method in ("tiled", "greedy", "auto"):
+        got = ops.segmented_nms(
+            boxes,
+            scores,
+            sizes,
+            iou_threshold=threshold,
+            max_output_size=max_output,
+            valid=valid,
+            method=method,
+        )
+        np.testing.assert_array_equal(got[1], want[1], err_msg=method)
+        np.testing.assert_array_equal(got[0], want[0], err_msg=method)
+
+
+def test_segmented_nms_checks_the_segment_sizes():
+    boxes = np.tile(np.asarray([[0.0, 0.0, 4.0, 4.0]], np.float32), (5, 1))
+    scores = np.ones(5, np.float32)
+    for sizes in ([2, 2], [5, 0], [2, 4]):
+        with pytest.raises(ValueError, match="segment_sizes"):
+            ops.segmented_nms(boxes, scores, sizes, iou_threshold=0.5, max_output_size=3)
