@@ -25,8 +25,10 @@ ticks a counter in the coordination service's key-value store, and a process who
 stops for `config.distributed.lost_process_timeout_s` (or that reports a failure) is lost:
 the others log one line naming it and exit with status `LOST_PROCESS_EXIT_CODE`, whatever
 their main thread waits on. JAX's own heartbeat (which aborts the process with its own
-message) is set a little later as a backstop; when process 0, which hosts the coordination
-service, is lost, JAX ends the others at once (status 134, its message).
+message) is set a little later as a backstop. When process 0, which hosts the coordination
+service, is lost, JAX ends the others at once (status 134, its message, no Python run
+after it); each of them has a sentinel child (`coordinator_sentinel`) that then logs the
+line naming process 0.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from jaxseg.config import INITIALIZE_MODES
+from jaxseg.runtime.coordinator_sentinel import CoordinatorSentinel
 
 T = TypeVar("T")
 
@@ -185,6 +188,7 @@ class _Watchdog:
         self.exit_code = 1  # of this process, if it failed
         self.settled = False  # every other process finished or stopped
         self.thread = threading.Thread(target=self._run, name="jaxseg-watchdog", daemon=True)
+        self.sentinel: CoordinatorSentinel | None = None  # on processes other than 0
 
     def _key(self, what: str, process: int) -> str:
         return f"{self.PREFIX}/{what}/{process}"
@@ -239,6 +243,8 @@ class _Watchdog:
             f"{self.process_id} too (exit {LOST_PROCESS_EXIT_CODE}). Restart all "
             f"{self.num_processes} processes: training resumes from the last complete checkpoint."
         )
+        if self.sentinel is not None:  # this line says it all
+            self.sentinel.finished()
         self.mark("failed")  # the others stop at once rather than wait for this one
         logging.error("%s", message)
         for stream in (sys.stdout, sys.stderr):
@@ -263,6 +269,13 @@ def _start_watchdog(timeout_s: float) -> None:
     if found is None or _watchdog is not None:
         return
     _watchdog = _Watchdog(*found, timeout_s)
+    from jax._src import distributed as jax_distributed
+
+    address = jax_distributed.global_state.coordinator_address
+    if _watchdog.process_id > 0 and address:  # process 0 hosts the service: the one lost
+        _watchdog.sentinel = CoordinatorSentinel(
+            address, _watchdog.process_id, _watchdog.num_processes
+        )
     _watchdog.thread.start()
     atexit.register(_at_exit)  # runs before jax.distributed.shutdown (registered earlier)
 
@@ -302,6 +315,8 @@ def mark_finished() -> None:
         _watchdog.stopped.set()
         # Out of its request before the interpreter exits (see StopAgreement.close).
         _watchdog.thread.join(timeout=10)
+        if _watchdog.sentinel is not None and not _watchdog.failed:
+            _watchdog.sentinel.finished()
 
 
 def mark_failed(exit_code: int = 1) -> None:
@@ -313,6 +328,8 @@ def mark_failed(exit_code: int = 1) -> None:
     if _watchdog is not None and not _watchdog.stopped.is_set() and not _watchdog.failed:
         _watchdog.failed = True
         _watchdog.exit_code = exit_code
+        if _watchdog.sentinel is not None:  # silent unless the error came from a lost process 0
+            _watchdog.sentinel.failed()
         _watchdog.mark("failed")
 
 

@@ -113,7 +113,8 @@ def test_two_processes_survive_preemption_and_lost_processes(shapes_data_dir, tm
     LOST_PROCESS_EXIT_CODE and a line naming process 1 (not a hang in the collective it
     was in). 3. Resumed from the last complete checkpoint; process 0 SIGKILLed inside the
     save of step 8 (every item written, the step folder not yet renamed): process 1 exits
-    non-zero (JAX ends it at once when process 0, the coordinator, is gone). 4. Resumed:
+    non-zero (JAX ends it at once when process 0, the coordinator, is gone), and its log
+    ends with the line naming process 0 (from its sentinel child). 4. Resumed:
     not from the half-written step 8 but from the last complete one; the final train state
     equals the uninterrupted run's bit for bit."""
     os.symlink(shapes_data_dir, tmp_path / "tfds")
@@ -145,6 +146,10 @@ def test_two_processes_survive_preemption_and_lost_processes(shapes_data_dir, tm
     codes, outputs, _ = _run_pair(tmp_path, workdir, ("kill_in_commit:8/step", ""))
     assert codes[0] == -9 and codes[1] not in (0, "hung"), _why(outputs)
     assert [_resumed(out) for out in outputs] == [complete, complete]
+    # JAX aborts it with its own message; its sentinel child then names process 0.
+    lost = [line for line in outputs[1].splitlines() if "is lost" in line]
+    assert len(lost) == 1 and "process 0 of 2 is lost" in lost[0], _why(outputs)
+    assert "Restart all 2 processes" in lost[0] and "last complete checkpoint" in lost[0]
     assert NUM_STEPS not in _complete_steps(workdir)  # step 8 was left half-written
 
     # 4. Restarting both: the half-written step is never used.
