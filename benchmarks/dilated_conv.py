@@ -1,4 +1,4 @@
-"""Dilated 3x3 convolutions (FCN-ResNet50's layer3 and layer4) on XLA:CPU, four ways, and torch.
+"""Dilated 3x3 convolutions (FCN-ResNet50's layer3 and layer4) on XLA:CPU, five ways, and torch.
 
     JAX_PLATFORMS=cpu PYTHONPATH=. python benchmarks/dilated_conv.py [--repeats 5]
 
@@ -12,6 +12,8 @@ input and kernel), median of `--repeats` after a warm-up:
 - space-to-batch: pad, fold the d x d phases of the image into the batch, an undilated conv
   on maps d times smaller, unfold (the classic rewrite; TensorFlow's `atrous_conv2d`);
 - shifted matmuls: nine matmuls of shifted views (as jaxseg's mask head);
+- im2col matmul: the nine dilated taps concatenated along the channels, one matmul with
+  the kernel reshaped to [9 C, O];
 - torch: `torch.nn.functional.conv2d(dilation=d)`, the same shapes, same process.
 
 All jaxseg ways are checked equal to `lax.conv` first.
@@ -76,10 +78,21 @@ def jax_ways():
                 out = out + jnp.einsum("bhwc,co->bhwo", window, k[dy, dx])
         return out
 
+    def im2col(x, k, d):
+        _, h, w, c = x.shape
+        padded = jnp.pad(x, ((0, 0), (d, d), (d, d), (0, 0)))
+        taps = [
+            padded[:, dy * d : dy * d + h, dx * d : dx * d + w]
+            for dy in range(3)
+            for dx in range(3)
+        ]
+        return jnp.einsum("bhwk,ko->bhwo", jnp.concatenate(taps, -1), k.reshape(9 * c, -1))
+
     return {
         "lax.conv": lax_conv,
         "space-to-batch": space_to_batch,
         "shifted matmuls": shifted_matmuls,
+        "im2col matmul": im2col,
     }
 
 

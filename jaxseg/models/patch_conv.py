@@ -6,11 +6,13 @@ padded by 100), the backward pass took 17.5 s as `lax.conv` and 1.3-2.0 s as a m
 product over the image's patches, which is what this layer computes. Its parameters are
 shaped and named like `nn.Conv`'s (`kernel [kh, kw, C, features]`, `bias [features]`), so
 checkpoints and converted weights do not change. Meant for the first layer of a network,
-where the patches (kh * kw * C values a pixel) are few.
+where the patches (kh * kw * C values a pixel) are few. On GPU and TPU it is `lax.conv`
+(decided at lowering time, as in `jaxseg.ops.nms`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["PatchConv"]
+__all__ = ["PatchConv", "patch_matmul", "valid_conv"]
 
 
 class PatchConv(nn.Module, kw_only=True):
@@ -50,21 +52,44 @@ class PatchConv(nn.Module, kw_only=True):
         kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features))
         x = jnp.pad(jnp.asarray(x, self.dtype), ((0, 0), *self.padding, (0, 0)))
         _, height, width, _ = x.shape
-        out_h, out_w = (height - kh) // sy + 1, (width - kw) // sx + 1
-        if out_h < 1 or out_w < 1:
+        if (height - kh) // sy + 1 < 1 or (width - kw) // sx + 1 < 1:
             raise ValueError(
                 f"PatchConv: a {kh}x{kw} kernel does not fit the padded input {x.shape[1:3]}"
             )
-        # Patch values in (dy, dx, c) order, the row order of the kernel as a matrix.
-        patches = jnp.concatenate(
-            [
-                x[:, dy : dy + sy * (out_h - 1) + 1 : sy, dx : dx + sx * (out_w - 1) + 1 : sx]
-                for dy in range(kh)
-                for dx in range(kw)
-            ],
-            axis=-1,
+        kernel = kernel.astype(self.dtype)
+        # The matmul is for XLA:CPU; on GPU and TPU the patches would be kh * kw copies of
+        # the image in memory, which their convolutions do not make.
+        y = jax.lax.platform_dependent(
+            x,
+            kernel,
+            cpu=functools.partial(patch_matmul, strides=self.strides),
+            default=functools.partial(valid_conv, strides=self.strides),
         )
-        y = patches @ kernel.reshape(-1, self.features).astype(self.dtype)
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,)).astype(self.dtype)
         return y
+
+
+def patch_matmul(x: jax.Array, kernel: jax.Array, *, strides: tuple[int, int]) -> jax.Array:
+    """The 'VALID' convolution of x [B, H, W, C] by kernel [kh, kw, C, O], as one matmul."""
+    kh, kw, _, features = kernel.shape
+    sy, sx = strides
+    _, height, width, _ = x.shape
+    out_h, out_w = (height - kh) // sy + 1, (width - kw) // sx + 1
+    # Patch values in (dy, dx, c) order, the row order of the kernel as a matrix.
+    patches = jnp.concatenate(
+        [
+            x[:, dy : dy + sy * (out_h - 1) + 1 : sy, dx : dx + sx * (out_w - 1) + 1 : sx]
+            for dy in range(kh)
+            for dx in range(kw)
+        ],
+        axis=-1,
+    )
+    return patches @ kernel.reshape(-1, features)
+
+
+def valid_conv(x: jax.Array, kernel: jax.Array, *, strides: tuple[int, int]) -> jax.Array:
+    """The same convolution as `patch_matmul`, by `lax.conv`."""
+    return jax.lax.conv_general_dilated(
+        x, kernel, strides, "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )

@@ -58,15 +58,30 @@ def max_pool_ceil(x: jax.Array) -> jax.Array:
 
     The windows do not overlap, so the pool is a reshape and a max: XLA differentiates that
     with a compare and a select, several times faster on CPU than the scatter that
-    `nn.max_pool`'s gradient becomes. Where a window holds several equal maxima the gradient
-    is shared among them (torch gives it all to the first); after a ReLU such ties are zeros,
-    whose gradient the ReLU stops either way.
+    `nn.max_pool`'s gradient becomes. On GPU and TPU it is `lax.reduce_window`, whose
+    gradient (select-and-scatter) they run natively, without the compare masks. Where a
+    window holds several equal maxima the gradient is shared among them on CPU (torch, and
+    `reduce_window` elsewhere, give it all to one); after a ReLU such ties are zeros, whose
+    gradient the ReLU stops either way.
     """
+    return jax.lax.platform_dependent(x, cpu=_max_pool_reshape, default=_max_pool_window)
+
+
+def _ceil_padding(x: jax.Array) -> tuple[tuple[int, int], ...]:
+    """A last window that hangs over the edge sees only the pixels that exist (-inf padding)."""
+    return ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0))
+
+
+def _max_pool_reshape(x: jax.Array) -> jax.Array:
     batch, height, width, channels = x.shape
-    # A last window that hangs over the edge sees only the pixels that exist (-inf padding).
-    x = jnp.pad(x, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), constant_values=-jnp.inf)
-    windows = x.reshape(batch, (height + 1) // 2, 2, (width + 1) // 2, 2, channels)
-    return windows.max(axis=(2, 4))
+    x = jnp.pad(x, _ceil_padding(x), constant_values=-jnp.inf)
+    return x.reshape(batch, (height + 1) // 2, 2, (width + 1) // 2, 2, channels).max(axis=(2, 4))
+
+
+def _max_pool_window(x: jax.Array) -> jax.Array:
+    return jax.lax.reduce_window(
+        x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), _ceil_padding(x)
+    )
 
 
 class VGG16(nn.Module, kw_only=True):

@@ -73,6 +73,6 @@ def test_conv3x3_differentiates_by_shifted_matmuls_on_cpu_only():
     def lowered(platform):
         return jax.export.export(jax.jit(grads), platforms=[platform])(x, kernel).mlir_module()
 
-    assert "dot_general" in lowered("cpu")
-    assert "dot_general" not in lowered("cuda")
-    assert "convolution" in lowered("cuda")
+    assert "stablehlo.dot_general" in lowered("cpu")
+    assert "stablehlo.dot_general" not in lowered("cuda")
+    assert "stablehlo.convolution" in lowered("cuda")

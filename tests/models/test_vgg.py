@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxseg.models import FCN, VGG16, build_model
-from jaxseg.models.vgg import max_pool_ceil, scaled_channels
+from jaxseg.models.vgg import _max_pool_reshape, _max_pool_window, max_pool_ceil, scaled_channels
 
 # torchvision vgg16: features index of each conv, in order.
 _TORCHVISION_CONVS = {
@@ -174,3 +174,18 @@ def test_batch_norm_statistics_update_only_in_training(random_variables):
     # torchvision's momentum 0.1: the new running mean is 0.9 old + 0.1 the batch's.
     batch_mean = (np.asarray(new) - 0.9 * np.asarray(old)) / 0.1
     assert np.isfinite(batch_mean).all() and np.abs(batch_mean).max() > 0
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (1, 7, 9, 2)])
+def test_the_accelerator_max_pool_equals_the_cpu_one(shape):
+    # max_pool_ceil is a reshape on CPU and lax.reduce_window on GPU / TPU: the same values,
+    # and without ties in a window the same gradient.
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.permutation(math.prod(shape)).reshape(shape).astype(np.float32))
+    np.testing.assert_array_equal(_max_pool_reshape(x), _max_pool_window(x))
+    weights = jnp.asarray(rng.normal(size=_max_pool_reshape(x).shape).astype(np.float32))
+    grad = [
+        jax.grad(lambda x, f=f: jnp.sum(f(x) * weights))(x)
+        for f in (_max_pool_reshape, _max_pool_window)
+    ]
+    np.testing.assert_array_equal(grad[0], grad[1])
