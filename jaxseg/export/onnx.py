@@ -4,7 +4,8 @@
 function, variables closed over) to an ONNX file, via jax2onnx on its jaxpr. The function is
 first traced to a jaxpr of plain `lax` primitives, so that what jax2onnx sees does not depend
 on how the model was written (Flax modules, `jnp` helpers, `custom_jvp` activations):
-calls (`jit`, `custom_jvp_call`, ...) are inlined, and one primitive is rewritten into a
+calls (`jit`, `custom_jvp_call`, ...) are inlined, `jax.lax.platform_dependent` takes its
+CPU branch (ONNX Runtime runs the CPU program), and one primitive is rewritten into a
 form ONNX Runtime runs (a max pool over an NHWC tensor becomes a max pool over [B*C, H, W],
 whose ONNX `MaxPool` has the two spatial axes ONNX Runtime supports; the values are the
 same).
@@ -93,6 +94,18 @@ def _is_nhwc_max_pool(eqn: core.JaxprEqn) -> bool:
     )
 
 
+def _cpu_branch(platforms: Sequence[Sequence[str] | None]) -> int:
+    """The branch `jax.lax.platform_dependent` takes on CPU: ONNX gets the CPU program.
+
+    jaxseg's CPU branches (patch matmuls, reshape max pools) are plain matmuls and
+    reductions, which jax2onnx converts; `platform_index` itself has no ONNX.
+    """
+    for i, names in enumerate(platforms):
+        if names is not None and "cpu" in names:
+            return i
+    return next(i for i, names in enumerate(platforms) if names is None)  # the default
+
+
 def _evaluate(jaxpr: core.Jaxpr, consts: Sequence[Any], *args: Any) -> list[Any]:
     """Evaluates `jaxpr` under the current trace, with calls inlined and pools rewritten."""
     env: dict[core.Var, Any] = {}
@@ -105,7 +118,12 @@ def _evaluate(jaxpr: core.Jaxpr, consts: Sequence[Any], *args: Any) -> list[Any]
     for eqn in jaxpr.eqns:
         values = [read(v) for v in eqn.invars]
         body = eqn.params.get(_CALLS.get(eqn.primitive.name, ""))
-        if isinstance(body, core.ClosedJaxpr):
+        if eqn.primitive.name == "platform_index":
+            outs = [_cpu_branch(eqn.params["platforms"])]
+        elif eqn.primitive.name == "cond" and isinstance(values[0], int):
+            branch = eqn.params["branches"][values[0]]  # a branch of `platform_dependent`
+            outs = _evaluate(branch.jaxpr, branch.consts, *values[1:])
+        elif isinstance(body, core.ClosedJaxpr):
             outs = _evaluate(body.jaxpr, body.consts, *values)
         elif isinstance(body, core.Jaxpr):
             outs = _evaluate(body, (), *values)
