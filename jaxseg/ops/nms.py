@@ -308,7 +308,7 @@ def segmented_nms(
     def side_by_side(b, s, v):
         return _segments_side_by_side(b, s, v, sizes, iou_threshold, max_output_size)
 
-    if method == "greedy" or len(sizes) == 1:
+    if method == "greedy" or len(sizes) <= 1:
         return batched(boxes, scores, valid)
     if method == "tiled":
         return side_by_side(boxes, scores, valid)
