@@ -48,11 +48,10 @@ class PatchConv(nn.Module, kw_only=True):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kh, kw = self.kernel_size
-        sy, sx = self.strides
         kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features))
         x = jnp.pad(jnp.asarray(x, self.dtype), ((0, 0), *self.padding, (0, 0)))
         _, height, width, _ = x.shape
-        if (height - kh) // sy + 1 < 1 or (width - kw) // sx + 1 < 1:
+        if height < kh or width < kw:
             raise ValueError(
                 f"PatchConv: a {kh}x{kw} kernel does not fit the padded input {x.shape[1:3]}"
             )

@@ -292,13 +292,13 @@ def segmented_nms(
         raise ValueError(
             f"segment_sizes must be positive and sum to the {boxes.shape[0]} boxes, got {sizes}"
         )
-    segments = jnp.asarray(np.repeat(np.arange(len(sizes), dtype=np.int32), sizes))
 
     def batched(b, s, v):
+        segments = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
         return batched_nms(
             b,
             s,
-            segments,
+            jnp.asarray(segments),
             iou_threshold=iou_threshold,
             max_output_size=max_output_size,
             valid=v,
