@@ -57,6 +57,25 @@ def check_nms_method(method: str, name: str = "method") -> None:
         raise ValueError(f"{name} must be one of {NMS_METHODS}, got {method!r}")
 
 
+def _nms_arguments(boxes, scores, valid, iou_threshold, max_output_size, method):
+    """The checked (boxes, scores, valid) every NMS entry point starts from."""
+    boxes, scores = jnp.asarray(boxes), jnp.asarray(scores)
+    valid = jnp.ones(scores.shape, bool) if valid is None else jnp.asarray(valid, bool)
+    check_nms_inputs(boxes, scores, valid, iou_threshold, max_output_size)
+    check_nms_method(method)
+    return boxes, scores, valid
+
+
+def _run_method(method, max_output_size, greedy, tiled, boxes, *operands):
+    """Calls `greedy` or `tiled` on (boxes, *operands) as `method` chooses (see `nms`)."""
+    num_boxes = boxes.shape[0]
+    if method == "greedy" or num_boxes == 0:
+        return greedy(boxes, *operands)
+    if method == "tiled" or not _greedy_is_faster_on_cpu(num_boxes, max_output_size):
+        return tiled(boxes, *operands)
+    return jax.lax.platform_dependent(boxes, *operands, cpu=greedy, default=tiled)
+
+
 def _greedy_nms(
     boxes: jax.Array,
     scores: jax.Array,
@@ -187,10 +206,9 @@ def nms(
     order as `torchvision.ops.nms(boxes, scores, iou_threshold)[:max_output_size]`. Entries
     past the kept ones have `valid` False and index 0.
     """
-    boxes, scores = jnp.asarray(boxes), jnp.asarray(scores)
-    valid = jnp.ones(scores.shape, bool) if valid is None else jnp.asarray(valid, bool)
-    check_nms_inputs(boxes, scores, valid, iou_threshold, max_output_size)
-    check_nms_method(method)
+    boxes, scores, valid = _nms_arguments(
+        boxes, scores, valid, iou_threshold, max_output_size, method
+    )
 
     def greedy(b, s, v):
         return _greedy_nms(b, s, v, iou_threshold, max_output_size)
@@ -200,13 +218,7 @@ def nms(
             b, s, iou_threshold=iou_threshold, max_output_size=max_output_size, valid=v
         )
 
-    if method == "greedy" or boxes.shape[0] == 0:
-        return greedy(boxes, scores, valid)
-    if method == "tiled":
-        return tiled(boxes, scores, valid)
-    if not _greedy_is_faster_on_cpu(boxes.shape[0], max_output_size):
-        return tiled(boxes, scores, valid)
-    return jax.lax.platform_dependent(boxes, scores, valid, cpu=greedy, default=tiled)
+    return _run_method(method, max_output_size, greedy, tiled, boxes, scores, valid)
 
 
 def batched_nms(
@@ -236,12 +248,12 @@ def batched_nms(
     kept boxes outscore every undecided one. Time O(N log N + K_c * N) for K_c = the
     largest number of boxes kept in one class; memory O(N).
     """
-    boxes, scores, classes = jnp.asarray(boxes), jnp.asarray(scores), jnp.asarray(classes)
-    valid = jnp.ones(scores.shape, bool) if valid is None else jnp.asarray(valid, bool)
-    check_nms_inputs(boxes, scores, valid, iou_threshold, max_output_size)
+    boxes, scores, valid = _nms_arguments(
+        boxes, scores, valid, iou_threshold, max_output_size, method
+    )
+    classes = jnp.asarray(classes)
     if classes.shape != scores.shape:
         raise ValueError(f"classes must have shape [N] = {scores.shape}, got {classes.shape}")
-    check_nms_method(method)
 
     def greedy(b, s, c, v):
         return _greedy_batched_nms(b, s, c, v, iou_threshold, max_output_size)
@@ -251,13 +263,7 @@ def batched_nms(
             b, s, c, iou_threshold=iou_threshold, max_output_size=max_output_size, valid=v
         )
 
-    if method == "greedy" or boxes.shape[0] == 0:
-        return greedy(boxes, scores, classes, valid)
-    if method == "tiled":
-        return tiled(boxes, scores, classes, valid)
-    if not _greedy_is_faster_on_cpu(boxes.shape[0], max_output_size):
-        return tiled(boxes, scores, classes, valid)
-    return jax.lax.platform_dependent(boxes, scores, classes, valid, cpu=greedy, default=tiled)
+    return _run_method(method, max_output_size, greedy, tiled, boxes, scores, classes, valid)
 
 
 def segmented_nms(
@@ -283,10 +289,9 @@ def segmented_nms(
     segment (RPN training at 1024 px: 2000 boxes per level instead of 8768 in one loop,
     4 outer steps instead of 18). 'greedy', and 'auto' on CPU, are `batched_nms`'s.
     """
-    boxes, scores = jnp.asarray(boxes), jnp.asarray(scores)
-    valid = jnp.ones(scores.shape, bool) if valid is None else jnp.asarray(valid, bool)
-    check_nms_inputs(boxes, scores, valid, iou_threshold, max_output_size)
-    check_nms_method(method)
+    boxes, scores, valid = _nms_arguments(
+        boxes, scores, valid, iou_threshold, max_output_size, method
+    )
     sizes = [int(n) for n in segment_sizes]
     if sum(sizes) != boxes.shape[0] or any(n < 1 for n in sizes):
         raise ValueError(
