@@ -138,7 +138,16 @@ def initialize(settings: ml_collections.ConfigDict) -> bool:
         kwargs,
         launcher or ("config.distributed" if explicit else "initialize='yes'"),
     )
-    jax.distributed.initialize(**kwargs)
+    # JAX's preemption service would install a C++ SIGTERM handler that only records the
+    # notice for `reached_preemption_sync_point`, which jaxseg does not use (StopAgreement
+    # does its work): a SIGTERM while compiling or restoring would be swallowed, and the
+    # run would train on. Without it SIGTERM keeps its default until the loop's guard.
+    preemption_service = jax.config.jax_enable_preemption_service
+    jax.config.update("jax_enable_preemption_service", False)
+    try:
+        jax.distributed.initialize(**kwargs)
+    finally:
+        jax.config.update("jax_enable_preemption_service", preemption_service)
     logging.info(
         "process %d of %d, %d local of %d devices",
         jax.process_index(),
