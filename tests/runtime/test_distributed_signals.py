@@ -16,18 +16,17 @@ SCRIPT = textwrap.dedent(
     import os, signal, socket, time
 
     import jax
-    import ml_collections
 
+    from jaxseg.config import base_config
     from jaxseg.runtime import distributed
 
     probe = socket.socket()
     probe.bind(("localhost", 0))
     port = probe.getsockname()[1]
     probe.close()
-    settings = ml_collections.ConfigDict(dict(
-        initialize="yes", coordinator_address=f"localhost:{port}", num_processes=1,
-        process_id=0, lost_process_timeout_s=60.0,
-    ))
+    settings = base_config().distributed
+    settings.update(initialize="yes", coordinator_address=f"localhost:{port}",
+                    num_processes=1, process_id=0)
     distributed.initialize(settings)
     print("preemption service option restored:", jax.config.jax_enable_preemption_service,
           flush=True)
