@@ -42,6 +42,7 @@ import numpy as np
 from absl import logging
 from PIL import Image, UnidentifiedImageError
 
+from jaxseg import compiler_options
 from jaxseg.data.image_io import MAX_PIXELS, BadImageError, open_image, to_rgb8
 from jaxseg.data.transforms import normalize_and_pad
 from jaxseg.detection.postprocess import paste_detection_masks
@@ -289,7 +290,7 @@ def semantic_image_predictions(
       `overlay`, `classes` and `class_fractions` (class name -> share of the pixels).
     """
     os.makedirs(directory, exist_ok=True)
-    predict = jax.jit(predict)
+    predict = compiler_options.jit(predict)
     paths, records = [], []
     for index, (name, image) in enumerate(images):
         scale = input_scale(image.shape[:2], preprocessing)
@@ -347,7 +348,7 @@ def instance_image_predictions(
     grows with the listed detections times the image's pixels, not with all D slots.
     """
     os.makedirs(directory, exist_ok=True)
-    detect = jax.jit(detect)
+    detect = compiler_options.jit(detect)
     paste = jax.jit(
         lambda detections, scale, size: paste_detection_masks(
             detections, size, scale=scale, threshold=0.5

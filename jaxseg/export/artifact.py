@@ -1,8 +1,9 @@
 """`load(DIR)`: an exported predictor, run without jaxseg's models, tasks or Flax.
 
-This module imports only jax, numpy, json and `jaxseg.serving` (NumPy host code), so that
-a deployment needs neither the model code nor Flax: the artifact is StableHLO, run by
-`jax.export.deserialize(...).call`.
+This module imports only jax, numpy, json, `jaxseg.serving` (NumPy host code) and
+`jaxseg.compiler_options` (the CPU kernels jaxseg compiles with), so that a deployment
+needs neither the model code nor Flax: the artifact is StableHLO, run by
+`jax.export.deserialize(...).call` under `jaxseg.compiler_options.jit`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxseg import compiler_options
 from jaxseg.export.layout import (
     ARTIFACT_FILE,
     FORMAT,
@@ -94,6 +96,7 @@ class ExportedPredictor:
         self.min_size = int(metadata.get("min_size", 1))
         self.source = dict(metadata.get("source") or {})
         self._variables = self._read_variables(os.path.join(directory, VARIABLES_FILE))
+        self._call = compiler_options.jit(self.exported.call)
 
     def _read_variables(self, path: str) -> list[Any]:
         """Returns the variables as the artifact's first leaves, checked against its avals."""
@@ -149,5 +152,5 @@ class ExportedPredictor:
             np.float32(threshold),
         ]
         args, kwargs = self.exported.in_tree.unflatten(leaves)
-        outputs = self.exported.call(*args, **kwargs)
+        outputs = self._call(*args, **kwargs)
         return {k: np.asarray(v) for k, v in jax.device_get(outputs).items()}

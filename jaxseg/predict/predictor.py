@@ -11,6 +11,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxseg import compiler_options
 from jaxseg.config import ConfigError
 from jaxseg.convert.archs import get_arch
 from jaxseg.convert.categories import class_names as converted_class_names
@@ -89,7 +90,7 @@ class Predictor:
         self.source = dict(source or {})
         self.variables = jax.device_put(variables)
         self.function = prediction_function(model, kind, preprocessing=self.preprocessing)
-        self._jitted = jax.jit(self.function, static_argnames="canvas")
+        self._jitted = compiler_options.jit(self.function, static_argnames="canvas")
 
     @classmethod
     def from_workdir(

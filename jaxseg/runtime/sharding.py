@@ -160,6 +160,11 @@ class StepShardings:
         """Returns the shardings of `state.variables` (`{'params': ..., **model_state}`)."""
         return {"params": self.state.params, **self.state.model_state}
 
+    @property
+    def platform(self) -> str:
+        """Returns the platform of the devices the step runs on ('cpu', 'gpu', 'tpu')."""
+        return next(iter(self.batch.device_set)).platform
+
 
 def step_shardings(abstract_state: Any, mesh: Mesh, *, mode: str = "replicated") -> StepShardings:
     """Returns the shardings of a train step over `mesh` for a `TrainState` like `abstract_state`.

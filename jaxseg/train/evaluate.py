@@ -10,6 +10,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from jaxseg import compiler_options
 from jaxseg.runtime.distributed import gather
 from jaxseg.runtime.sharding import shard_batch
 
@@ -41,7 +42,7 @@ def write_pictures(task, variables, loader, directory: str, *, count: int) -> li
     Runs on one process: `variables` must live on this process's devices (numpy arrays, or
     `jaxseg.runtime.distributed.gather` of global ones).
     """
-    predict = jax.jit(task.predict)
+    predict = compiler_options.jit(task.predict)
     paths: list[str] = []
     for batch in loader:
         if len(paths) >= count:

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxseg import compiler_options
 from jaxseg.runtime.nonfinite import SKIPPED_KEY, keep_if_finite
 from jaxseg.runtime.sharding import StepShardings
 from jaxseg.tasks.base import Task
@@ -53,9 +54,10 @@ def make_train_step(
         return new_state, metrics
 
     if shardings is None:
-        return jax.jit(train_step, donate_argnums=0)
-    return jax.jit(
+        return compiler_options.jit(train_step, donate_argnums=0)
+    return compiler_options.jit(
         train_step,
+        platform=shardings.platform,
         donate_argnums=0,
         in_shardings=(shardings.state, shardings.batch),
         out_shardings=(shardings.state, shardings.replicated),
@@ -71,9 +73,10 @@ def make_eval_step(
     every process holds them.
     """
     if shardings is None:
-        return jax.jit(task.eval_step)
-    return jax.jit(
+        return compiler_options.jit(task.eval_step)
+    return compiler_options.jit(
         task.eval_step,
+        platform=shardings.platform,
         in_shardings=(shardings.variables, shardings.batch),
         out_shardings=shardings.replicated,
     )
