@@ -29,6 +29,7 @@ def run_jax(model_name, steps):
     import numpy as np
     import optax
 
+    from jaxseg import compiler_options
     from jaxseg.models import build_model, softmax_cross_entropy
 
     size, batch = SETTINGS[model_name]["size"], SETTINGS[model_name]["batch"]
@@ -63,7 +64,7 @@ def run_jax(model_name, steps):
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), state, opt_state, loss
 
-    step = jax.jit(step.__wrapped__, donate_argnums=(0, 1, 2))
+    step = compiler_options.jit(step.__wrapped__, donate_argnums=(0, 1, 2))  # as train.py's
     key = jax.random.key(1)
     times = []
     for _ in range(steps + 1):

@@ -55,6 +55,7 @@ def run_jax(size: int, steps: int, frozen: bool = False, mask_rois: int = 128) -
     import jax.numpy as jnp
     import optax
 
+    from jaxseg import compiler_options
     from jaxseg.detection import Instances, total_loss
     from jaxseg.models import MaskRCNN
 
@@ -100,7 +101,7 @@ def run_jax(size: int, steps: int, frozen: bool = False, mask_rois: int = 128) -
 
     t = time.perf_counter()
     compiled = (
-        jax.jit(step, donate_argnums=(0, 1, 2))
+        compiler_options.jit(step, donate_argnums=(0, 1, 2))  # the kernels of train.py's step
         .lower(
             variables["params"],
             variables["batch_stats"],
@@ -121,7 +122,7 @@ def run_jax(size: int, steps: int, frozen: bool = False, mask_rois: int = 128) -
         )
         loss.block_until_ready()
         times.append(time.perf_counter() - t)
-    infer = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    infer = compiler_options.jit(lambda v, x: model.apply(v, x, train=False))
     variables = {"params": params, "batch_stats": batch_stats}
     t = time.perf_counter()
     jax.block_until_ready(infer(variables, images))
