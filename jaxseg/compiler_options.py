@@ -1,7 +1,7 @@
 """The XLA options jaxseg compiles its programs with, and `jit`, jax.jit with them.
 
 On CPU, jax 0.10's XLA sends convolutions and matmuls to YNNPACK by default. On the 2-core
-AVX-512 machines of this project its convolutions, the backward ones above all, are much
+AVX-512 Intel machine of this project its convolutions, the backward ones above all, are much
 slower than XLA's older Eigen kernels (BENCHMARKS.md, "CPU kernels": an FCN-8s train step
 13.6 s against 6.0 s, FCN-ResNet50 inference 1.45 s against 1.19 s), so jaxseg's own jits
 on CPU turn YNNPACK off (`xla_cpu_experimental_ynn_fusion_type` empty). The numbers are
@@ -46,7 +46,7 @@ def compiler_options(platform: str | None = None) -> dict[str, str]:
 def _known(name: str, value: str) -> bool:
     """Whether the CPU compiler takes option `name=value` (a tiny compile, once a process)."""
     try:
-        x = jax.device_put(np.float32(0), jax.devices("cpu")[0])
+        x = jax.device_put(np.float32(0), jax.local_devices(backend="cpu")[0])
         jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(x).compile()
     except Exception:  # an unknown option or value: a JaxRuntimeError (or a ValueError)
         return False
