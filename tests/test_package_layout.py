@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1] / "jaxseg"
 # Bottom-up. A package imports only packages of the ranks below its own (so there is no
 # cycle); `jaxseg` itself (the package face: IGNORE_LABEL, ops) is the ground.
 RANKS = [
-    {"ops", "config", "testing", "serving"},
+    {"ops", "config", "testing", "serving", "compiler_options"},
     {"data", "detection"},
     {"evaluation", "models"},
     {"convert", "runtime"},
